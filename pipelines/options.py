@@ -1,0 +1,83 @@
+"""Flags shared by the jobs, and what local runs need from the DirectRunner.
+
+Shared flags live in `CliffhangerOptions` (read with `options.view_as(CliffhangerOptions)`); each
+job adds its own few with `parse_known_args` in its `run()`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+from cliffhanger import resources
+from cliffhanger.config import Settings
+
+_LOG = logging.getLogger(__name__)
+_DEFAULTS = Settings.from_env()
+
+# How many messages the DirectRunner pulls from Pub/Sub per bundle (see use_local_runner).
+LOCAL_PUBSUB_PULL = 1000
+
+
+class CliffhangerOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--bigtable_instance", default=_DEFAULTS.bigtable_instance)
+        parser.add_argument("--bigtable_table", default=resources.FEATURES_TABLE)
+        parser.add_argument("--catalog", required=False, help="catalog.json (local path or gs://)")
+        parser.add_argument("--allowed_lateness_s", type=int, default=_DEFAULTS.allowed_lateness_s)
+        parser.add_argument("--max_clock_skew_s", type=int, default=_DEFAULTS.max_clock_skew_s)
+
+
+def project_of(options: PipelineOptions) -> str:
+    return options.view_as(GoogleCloudOptions).project or _DEFAULTS.project
+
+
+def use_local_runner(options: PipelineOptions) -> str:
+    """Make a local run fast and offline; returns the runner name in use.
+
+    * `DirectRunner` first tries Prism, which downloads its binary from GitHub (unreachable here) before
+      falling back; we go straight to the BundleBasedDirectRunner it falls back to.
+    * That runner pulls 10 Pub/Sub messages per bundle (apache_beam/runners/direct/transform_evaluator.py,
+      `_PubSubReadEvaluator._read_from_pubsub`), which caps a streaming job near 500 events/s no matter
+      how the pipeline batches. We raise the pull size for local runs only; Dataflow's streaming engine
+      has no such cap. tests/pipelines/test_options.py fails if a Beam upgrade moves this hook.
+    """
+    standard = options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "BundleBasedDirectRunner"):
+        standard.runner = "BundleBasedDirectRunner"
+        _raise_direct_pubsub_pull(LOCAL_PUBSUB_PULL)
+    return standard.runner
+
+
+class _PullSizeClient:
+    """Wraps the DirectRunner's subscriber client so each pull asks for up to `max_messages`."""
+
+    def __init__(self, client, max_messages: int):
+        self._client = client
+        self._max_messages = max_messages
+
+    def pull(self, subscription, max_messages, timeout):  # noqa: ARG002 - signature of the wrapped call
+        return self._client.pull(subscription=subscription, max_messages=self._max_messages, timeout=timeout)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def _raise_direct_pubsub_pull(max_messages: int) -> None:
+    from apache_beam.runners.direct import transform_evaluator as te
+
+    evaluator = te._PubSubReadEvaluator
+    if getattr(evaluator, "_cliffhanger_pull", None) == max_messages:
+        return
+    original = evaluator.__dict__["_get_subscriber_client"].__func__
+    original = getattr(original, "_cliffhanger_original", original)
+
+    def _get_subscriber_client(cls, transform):
+        return _PullSizeClient(original(cls, transform), max_messages)
+
+    _get_subscriber_client._cliffhanger_original = original
+    evaluator._get_subscriber_client = classmethod(_get_subscriber_client)
+    evaluator._cliffhanger_pull = max_messages
+    _LOG.info("DirectRunner Pub/Sub pull size raised to %d messages per bundle", max_messages)

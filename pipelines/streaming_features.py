@@ -1,0 +1,62 @@
+"""Streaming features: playback events from Pub/Sub -> fresh per-user / episode / series / cohort
+features in Bigtable; malformed and too-late events -> the dead-letter topic with the reason.
+
+Locally (emulators up, see README):
+    python -m pipelines.streaming_features --catalog var/world/catalog.json
+On Dataflow:
+    python -m pipelines.streaming_features --runner DataflowRunner --project P --region R \
+        --temp_location gs://B/tmp --setup_file ./setup.py --catalog gs://B/world/catalog.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from cliffhanger import resources
+from pipelines.options import CliffhangerOptions, project_of, use_local_runner
+from transforms.bigtable_sink import BigtableTarget
+from transforms.compute_features import ComputeFeatures
+from transforms.parse import DEAD_LETTER, EVENTS, ParseEvents, WriteDeadLetters, from_pubsub, with_event_time
+
+
+def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
+    """Build and start the job; returns the running PipelineResult (streaming jobs do not finish)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscription", default=resources.EVENTS_SUBSCRIPTION, help="events subscription id")
+    parser.add_argument("--dead_letter_topic", default=resources.EVENTS_DEAD_LETTER_TOPIC)
+    known, pipeline_args = parser.parse_known_args(argv)
+    options = PipelineOptions(pipeline_args)
+    options.view_as(StandardOptions).streaming = True  # Pub/Sub in: always a streaming job
+    use_local_runner(options)
+    flags = options.view_as(CliffhangerOptions)
+    if not flags.catalog:
+        parser.error("--catalog is required (path to the world's catalog.json, local or gs://)")
+    project = project_of(options)
+    target = BigtableTarget(project, flags.bigtable_instance, flags.bigtable_table)
+
+    p = beam.Pipeline(options=options)
+    parsed = (
+        p
+        | "ReadEvents"
+        >> beam.io.ReadFromPubSub(
+            subscription=f"projects/{project}/subscriptions/{known.subscription}", with_attributes=True
+        )
+        | "WithArrivalTime" >> beam.Map(from_pubsub)
+        | "ParseEvents" >> ParseEvents(flags.allowed_lateness_s, flags.max_clock_skew_s)
+    )
+    _ = (
+        parsed[EVENTS]
+        | "EventTime" >> beam.Map(with_event_time)
+        | "ComputeFeatures" >> ComputeFeatures(flags.catalog, target)
+    )
+    _ = parsed[DEAD_LETTER] | "DeadLetters" >> WriteDeadLetters(f"projects/{project}/topics/{known.dead_letter_topic}")
+    return p.run()
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    run().wait_until_finish()

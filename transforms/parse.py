@@ -1,0 +1,124 @@
+"""Parse and validate raw payloads into PlaybackEvents; bad ones go to a tagged dead-letter output.
+
+Input elements are `RawEvent`s: the exact payload bytes and their arrival time (the Pub/Sub publish
+time in streaming, the log's `arrival_ms` in batch), so the lateness rule is the same everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+
+from cliffhanger.events import EventError, PlaybackEvent, parse_event, timeliness_error
+
+EVENTS = "events"
+DEAD_LETTER = "dead_letter"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawEvent:
+    payload: bytes
+    arrival_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be used, with the raw payload so nothing is lost."""
+
+    payload: bytes
+    reason: str
+    stage: str  # parse | timeliness
+    field: str  # the offending JSON field, '' when the payload as a whole is bad
+    arrival_ms: int
+
+    def to_pubsub(self):
+        from apache_beam.io.gcp.pubsub import PubsubMessage
+
+        attrs = {
+            "reason": self.reason[:1024],
+            "stage": self.stage,
+            "field": self.field,
+            "arrival_ms": str(self.arrival_ms),
+        }
+        return PubsubMessage(self.payload, attrs)
+
+    def to_json(self) -> str:
+        """A JSON line for file sinks (batch): the payload base64-encoded, it may not be UTF-8."""
+        record = dataclasses.asdict(self)
+        record["payload_b64"] = base64.b64encode(record.pop("payload")).decode()
+        return json.dumps(record, sort_keys=True)
+
+
+def from_pubsub(message) -> RawEvent:
+    """A Beam PubsubMessage (read with_attributes=True) -> RawEvent stamped with its publish time."""
+    publish_time = message.publish_time
+    arrival_ms = int(publish_time.timestamp() * 1000) if publish_time is not None else 0
+    return RawEvent(message.data, arrival_ms)
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self, allowed_lateness_s: int, max_clock_skew_s: int):
+        self._lateness_ms = allowed_lateness_s * 1000
+        self._skew_ms = max_clock_skew_s * 1000
+        self._valid = Metrics.counter("parse", "valid")
+        self._malformed = Metrics.counter("parse", "malformed")
+        self._late = Metrics.counter("parse", "too_late")
+        self._future = Metrics.counter("parse", "too_far_in_future")
+
+    def process(self, raw: RawEvent):
+        try:
+            event = parse_event(raw.payload)
+        except EventError as err:
+            self._malformed.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER, DeadLetter(raw.payload, str(err), "parse", err.field, raw.arrival_ms)
+            )
+            return
+        problem = timeliness_error(event.event_time_ms, raw.arrival_ms, self._lateness_ms, self._skew_ms)
+        if problem is not None:
+            (self._late if problem.startswith("late") else self._future).inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER, DeadLetter(raw.payload, problem, "timeliness", "event_time", raw.arrival_ms)
+            )
+            return
+        self._valid.inc()
+        yield event
+
+
+class ParseEvents(beam.PTransform):
+    """RawEvent -> PlaybackEvent (tag `events`) and DeadLetter (tag `dead_letter`)."""
+
+    def __init__(self, allowed_lateness_s: int, max_clock_skew_s: int):
+        super().__init__()
+        self._allowed_lateness_s = allowed_lateness_s
+        self._max_clock_skew_s = max_clock_skew_s
+
+    def expand(self, raw):
+        return raw | beam.ParDo(_ParseFn(self._allowed_lateness_s, self._max_clock_skew_s)).with_outputs(
+            DEAD_LETTER, main=EVENTS
+        )
+
+
+def with_event_time(event: PlaybackEvent) -> TimestampedValue:
+    """The element timestamp of an event is its event time (seconds)."""
+    return TimestampedValue(event, event.event_time_ms / 1000.0)
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetter records -> a Pub/Sub topic, payload as-is, reason / stage / field as attributes."""
+
+    def __init__(self, topic_path: str):
+        super().__init__()
+        self._topic_path = topic_path
+
+    def expand(self, dead_letters):
+        return (
+            dead_letters
+            | "ToMessage" >> beam.Map(lambda d: d.to_pubsub())
+            | "Publish" >> beam.io.WriteToPubSub(self._topic_path, with_attributes=True)
+        )
