@@ -1,0 +1,163 @@
+"""Run varnishd (the edge cache) locally with the repo's VCL in front of a given backend.
+
+The VCL (infra/varnish/default.vcl) declares its backend with two marked lines; `render_vcl` puts
+the backend host/port into a copy under the work dir, so the committed file stays valid VCL that
+`varnishd -C -f` can check on its own. Purging is the VCL's job (PURGE + `xkey-purge` header);
+`Varnish.purge` only sends that request.
+
+Install: `apt-get install -y varnish varnish-modules` (Varnish 7.1 + the xkey vmod on Debian 12).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from cliffhanger.localstack.process import LocalStackError, ManagedProcess, free_port, port_in_use
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_VCL = REPO_ROOT / "infra" / "varnish" / "default.vcl"
+HEALTH_PATH = "/.varnish-health"  # answered by the VCL itself (synthetic 200), used as readiness probe
+VARNISH_PORT_ENV = "CLIFFHANGER_VARNISH_PORT"
+APT_HINT = "Install it with `apt-get install -y varnish varnish-modules` (xkey is in varnish-modules)."
+
+_HOST_LINE = re.compile(r'(\.host\s*=\s*)"[^"]*"(;\s*#\s*@backend-host)')
+_PORT_LINE = re.compile(r'(\.port\s*=\s*)"[^"]*"(;\s*#\s*@backend-port)')
+
+
+def render_vcl(text: str, backend_host: str, backend_port: int) -> str:
+    """The VCL with its marked backend .host/.port lines set; LocalStackError if the markers are gone."""
+    out, n_host = _HOST_LINE.subn(lambda m: f'{m[1]}"{backend_host}"{m[2]}', text)
+    out, n_port = _PORT_LINE.subn(lambda m: f'{m[1]}"{backend_port}"{m[2]}', out)
+    if n_host != 1 or n_port != 1:
+        raise LocalStackError(
+            'the VCL must declare its backend with exactly one `.host = "..."; # @backend-host` line and one '
+            f'`.port = "..."; # @backend-port` line (found {n_host} and {n_port})'
+        )
+    return out
+
+
+def _http(port: int, method: str, path: str, headers: dict[str, str] | None = None, timeout_s: float = 2.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, dict(resp.getheaders()), body
+    finally:
+        conn.close()
+
+
+class Varnish:
+    """varnishd in the foreground (-F) as a child process group, with a private `-n` work dir."""
+
+    def __init__(
+        self,
+        backend: str = "127.0.0.1:8080",
+        listen_port: int | None = None,
+        admin_port: int | None = None,
+        vcl: Path = DEFAULT_VCL,
+        workdir: Path | None = None,
+        storage: str = "malloc,64m",
+        die_with_parent: bool = True,
+    ) -> None:
+        host, _, port = backend.rpartition(":")
+        if not host or not port.isdigit():
+            raise LocalStackError(f"Varnish backend must be host:port, got {backend!r}")
+        self.backend_host, self.backend_port = host, int(port)
+        self.listen_port = listen_port if listen_port is not None else free_port()
+        self.admin_port = admin_port if admin_port is not None else free_port()
+        self.vcl = Path(vcl)
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cliffhanger-varnish-"))
+        self.storage = storage
+        self.die_with_parent = die_with_parent
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def start(self, timeout_s: float = 30) -> None:
+        """Start varnishd and wait until the VCL answers its health path; LocalStackError on any failure."""
+        varnishd = shutil.which("varnishd") or ("/usr/sbin/varnishd" if os.path.exists("/usr/sbin/varnishd") else None)
+        if varnishd is None:
+            raise LocalStackError(f"varnishd not found on PATH. {APT_HINT}")
+        if not self.vcl.is_file():
+            raise LocalStackError(f"VCL file {self.vcl} does not exist")
+        for what, port in (("listen", self.listen_port), ("admin", self.admin_port)):
+            if port_in_use(port):
+                raise LocalStackError(
+                    f"cannot start Varnish: its {what} port 127.0.0.1:{port} is already in use. "
+                    f"Stop that process or pick another port (listen port: {VARNISH_PORT_ENV})."
+                )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        rendered = self.workdir / "default.vcl"
+        rendered.write_text(render_vcl(self.vcl.read_text(), self.backend_host, self.backend_port))
+        argv = [
+            varnishd,
+            "-F",  # foreground: our child is the manager process, its group holds the worker
+            "-j",
+            "none",  # no privilege-dropping jail: it is a local dev cache, and as root the jail needs a varnish user
+            "-n",
+            str(self.workdir / "n"),
+            "-a",
+            f"127.0.0.1:{self.listen_port}",
+            "-T",
+            f"127.0.0.1:{self.admin_port}",
+            "-f",
+            str(rendered),
+            "-s",
+            self.storage,
+        ]
+
+        def ready() -> bool:
+            try:
+                return _http(self.listen_port, "GET", HEALTH_PATH, timeout_s=1.0)[0] == 200
+            except OSError:
+                return False
+
+        self.process = ManagedProcess(
+            name=f"Varnish on 127.0.0.1:{self.listen_port}",
+            argv=argv,
+            log_path=self.workdir / "varnishd.log",
+            ready=ready,
+            die_with_parent=self.die_with_parent,
+        )
+        try:
+            self.process.start(timeout_s)
+        except LocalStackError as exc:
+            self.stop()  # the message carries the log tail
+            if "VMOD" in str(exc) or "xkey" in str(exc):
+                raise LocalStackError(f"{exc}\n{APT_HINT}") from exc
+            raise
+
+    def check_alive(self) -> None:
+        if self.process is None:
+            raise LocalStackError("Varnish is not started")
+        self.process.check_alive()
+
+    def purge(self, *keys: str) -> int:
+        """PURGE every object tagged with any of `keys` (xkey); returns how many objects went."""
+        status, headers, body = _http(self.listen_port, "PURGE", "/", headers={"xkey-purge": " ".join(keys)})
+        if status != 200:
+            raise LocalStackError(f"Varnish PURGE of {keys} answered {status}: {body[:200]!r}")
+        return int(headers.get("X-Purged", "0"))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Varnish:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
