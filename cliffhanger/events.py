@@ -46,7 +46,7 @@ MAX_ID_LEN = 128
 MAX_DURATION_MS = 60 * 60 * 1000
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class EventError(ValueError):
@@ -153,15 +153,23 @@ def validate(obj: object) -> PlaybackEvent:
     if isinstance(version, bool) or not isinstance(version, int):
         raise EventError("schema_version", "is required and must be an integer")
     if version not in SUPPORTED_VERSIONS:
-        raise EventError("schema_version", f"unsupported version {version}; this consumer reads {sorted(SUPPORTED_VERSIONS)}")
+        raise EventError(
+            "schema_version", f"unsupported version {version}; this consumer reads {sorted(SUPPORTED_VERSIONS)}"
+        )
+    event_id = _str(obj, "event_id")
+    user_id = _str(obj, "user_id")
+    series_id = _str(obj, "series_id")
+    episode_id = _str(obj, "episode_id")
+    episode_number = _int(obj, "episode_number", 1, 10_000)
+    event_type = _choice(obj, "event_type", EVENT_TYPES)
     duration = _int(obj, "duration_ms", 1, MAX_DURATION_MS)
     return PlaybackEvent(
-        event_id=_str(obj, "event_id"),
-        user_id=_str(obj, "user_id"),
-        series_id=_str(obj, "series_id"),
-        episode_id=_str(obj, "episode_id"),
-        episode_number=_int(obj, "episode_number", 1, 10_000),
-        event_type=_choice(obj, "event_type", EVENT_TYPES),
+        event_id=event_id,
+        user_id=user_id,
+        series_id=series_id,
+        episode_id=episode_id,
+        episode_number=episode_number,
+        event_type=event_type,
         position_ms=_int(obj, "position_ms", 0, duration),
         duration_ms=duration,
         event_time_ms=parse_time("event_time", obj.get("event_time")),
@@ -198,5 +206,7 @@ def timeliness_error(event_time_ms: int, arrival_ms: int, allowed_lateness_ms: i
     if late_by > allowed_lateness_ms:
         return f"late: arrived {late_by / 1000:.1f}s after event_time, allowed lateness is {allowed_lateness_ms / 1000:.0f}s"
     if -late_by > max_skew_ms:
-        return f"future: event_time is {-late_by / 1000:.1f}s after arrival, max clock skew is {max_skew_ms / 1000:.0f}s"
+        return (
+            f"future: event_time is {-late_by / 1000:.1f}s after arrival, max clock skew is {max_skew_ms / 1000:.0f}s"
+        )
     return None

@@ -123,7 +123,7 @@ def _not_json(rng: random.Random, base: dict) -> bytes:
 
 def _truncated(rng: random.Random, base: dict) -> bytes:
     raw = _dumps(base)
-    return raw[: rng.randrange(len(raw))]
+    return raw[: rng.randrange(1, len(raw))]  # at least 1 byte: Pub/Sub rejects empty messages
 
 
 def _wrong_type(rng: random.Random, base: dict) -> bytes:
@@ -265,7 +265,7 @@ MALFORMED_KINDS: dict[str, Callable[[random.Random, dict], bytes]] = {
     "nan": _nan,
     "deep_nesting": _deep_nesting,
     "trailing_garbage": _trailing_garbage,
-    "empty": lambda rng, base: b"",
+    "blank": lambda rng, base: b" \n",  # whitespace only (an empty message cannot be published)
 }
 _KIND_NAMES = tuple(MALFORMED_KINDS)
 
