@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from cliffhanger import resources
 from pipelines.options import CliffhangerOptions, project_of, use_local_runner
 from transforms.bigtable_sink import BigtableTarget
-from transforms.compute_features import ComputeFeatures
+from transforms.compute_features import CHANGES, ComputeFeatures, PublishNotices
 from transforms.parse import DEAD_LETTER, EVENTS, ParseEvents, WriteDeadLetters, from_pubsub, with_event_time
 
 
@@ -28,6 +28,9 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscription", default=resources.EVENTS_SUBSCRIPTION, help="events subscription id")
     parser.add_argument("--dead_letter_topic", default=resources.EVENTS_DEAD_LETTER_TOPIC)
+    parser.add_argument(
+        "--changes_topic", default=resources.FEATURE_CHANGES_TOPIC, help="change notices for invalidation"
+    )
     known, pipeline_args = parser.parse_known_args(argv)
     options = PipelineOptions(pipeline_args)
     options.view_as(StandardOptions).streaming = True  # Pub/Sub in: always a streaming job
@@ -48,11 +51,12 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         | "WithArrivalTime" >> beam.Map(from_pubsub)
         | "ParseEvents" >> ParseEvents(flags.allowed_lateness_s, flags.max_clock_skew_s)
     )
-    _ = (
+    features = (
         parsed[EVENTS]
         | "EventTime" >> beam.Map(with_event_time)
         | "ComputeFeatures" >> ComputeFeatures(flags.catalog, target)
     )
+    _ = features[CHANGES] | "PublishChanges" >> PublishNotices(f"projects/{project}/topics/{known.changes_topic}")
     _ = parsed[DEAD_LETTER] | "DeadLetters" >> WriteDeadLetters(f"projects/{project}/topics/{known.dead_letter_topic}")
     return p.run()
 

@@ -26,12 +26,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from cliffhanger.catalog import Catalog
+from cliffhanger.notices import ChangeNotice
 from transforms.bigtable_sink import BigtableSink, BigtableTarget
 from transforms.feature_rows import entity_keys, entity_update, new_entity_state, user_updates
 from transforms.features import UserState
 
 ROWS = "rows"
 ACCEPTED = "accepted"
+CHANGES = "changes"
 
 
 def load_catalog(path: str) -> Catalog:
@@ -87,6 +89,17 @@ class _SinkingDoFn(beam.DoFn):
             self._sink.flush()
 
 
+def user_change(user_id: str, state: UserState, accepted: list, session_before: str) -> ChangeNotice | None:
+    """A notice when what we would recommend to this user changed: an episode finished, a new session."""
+    if any(e.event_type == "complete" for e in accepted):
+        reason = "completed_episode"
+    elif state.latest[3] != session_before:
+        reason = "new_session"
+    else:
+        return None
+    return ChangeNotice("user", user_id, reason, state.applied, state.as_of_ms)
+
+
 @beam.typehints.with_input_types(tuple[str, list])
 class _UpdateUserState(_SinkingDoFn):
     """(user_id, [events]) -> user rows; forwards each event accepted for the first time (dedupe)."""
@@ -113,6 +126,7 @@ class _UpdateUserState(_SinkingDoFn):
     def process(self, kv, state=beam.DoFn.StateParam(STATE)):
         user_id, events = kv
         s = state.read() or UserState()
+        session_before = s.latest[3]
         accepted = [e for e in events if s.apply(e, self._genres(e.series_id))]
         if len(accepted) < len(events):
             self._duplicates.inc(len(events) - len(accepted))
@@ -121,6 +135,9 @@ class _UpdateUserState(_SinkingDoFn):
         state.write(s)
         yield from self._emit_rows(user_updates(user_id, s, accepted))
         yield from accepted
+        notice = user_change(user_id, s, accepted, session_before)
+        if notice is not None:
+            yield beam.pvalue.TaggedOutput(CHANGES, notice)
 
 
 @beam.typehints.with_input_types(tuple[str, list])
@@ -140,7 +157,8 @@ class _UpdateEntityState(_SinkingDoFn):
 
 
 class ComputeFeatures(beam.PTransform):
-    """Timestamped PlaybackEvents -> {'accepted': deduplicated events, 'rows': RowUpdates}.
+    """Timestamped PlaybackEvents -> {'accepted': deduplicated events, 'rows': RowUpdates,
+    'changes': ChangeNotices for the invalidation pipeline}.
 
     With a `target`, rows are written to Bigtable inside the stateful stages and `rows` is empty.
     """
@@ -156,7 +174,7 @@ class ComputeFeatures(beam.PTransform):
             | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
             | "BatchUsers" >> beam.ParDo(_BatchPerBundle())
             | "UserFeatures"
-            >> beam.ParDo(_UpdateUserState(self._catalog_path, self._target)).with_outputs(ROWS, main=ACCEPTED)
+            >> beam.ParDo(_UpdateUserState(self._catalog_path, self._target)).with_outputs(ROWS, CHANGES, main=ACCEPTED)
         )
         entities = (
             users[ACCEPTED]
@@ -165,4 +183,17 @@ class ComputeFeatures(beam.PTransform):
             | "EntityFeatures" >> beam.ParDo(_UpdateEntityState(self._target)).with_outputs(ROWS, main="unused")
         )
         rows = (users[ROWS], entities[ROWS]) | "AllRows" >> beam.Flatten()
-        return {ACCEPTED: users[ACCEPTED], ROWS: rows}
+        return {ACCEPTED: users[ACCEPTED], ROWS: rows, CHANGES: users[CHANGES]}
+
+
+class PublishNotices(beam.PTransform):
+    """ChangeNotices -> a Pub/Sub topic (JSON), for the invalidation pipeline."""
+
+    def __init__(self, topic_path: str):
+        super().__init__()
+        self._topic_path = topic_path
+
+    def expand(self, notices):
+        return (
+            notices | "ToJson" >> beam.Map(lambda n: n.to_json()) | "Publish" >> beam.io.WriteToPubSub(self._topic_path)
+        )

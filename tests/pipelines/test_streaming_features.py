@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cliffhanger import resources
+from cliffhanger.notices import ChangeNotice
 from cliffhanger.synth.faults import malformed_payloads
 from pipelines import streaming_features
 from serving.feature_store import FeatureStore
@@ -58,7 +59,8 @@ def _expected_cells(events):
 
 def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack, clean_bigtable, tmp_path):
     project = local_stack.settings.project
-    drain(project, resources.EVENTS_DEAD_LETTER_SUBSCRIPTION, expect=10**6, timeout_s=1)  # empty it
+    for sub in (resources.EVENTS_DEAD_LETTER_SUBSCRIPTION, resources.FEATURE_CHANGES_SUBSCRIPTION):
+        drain(project, sub, expect=10**6, timeout_s=1)  # empty it
     now = int(time.time() * 1000)
     valid = [
         event("impression", t=now - 95_000, user="u000001"),
@@ -100,6 +102,12 @@ def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack
         assert reasons == [("parse", ""), ("parse", "event_id"), ("timeliness", "event_time")]
         assert {m.data for m in dead} == {too_late.to_json(), b"not json", b'{"schema_version": 1}'}
         assert all(m.attributes["reason"] for m in dead)
+
+        notices = [ChangeNotice.from_json(m.data) for m in drain(project, resources.FEATURE_CHANGES_SUBSCRIPTION, expect=3)]
+        by_user = {(n.id, n.reason) for n in notices}
+        assert ("u000001", "completed_episode") in by_user
+        assert ("u000002", "new_session") in by_user
+        assert all(n.entity == "user" and n.version > 0 for n in notices)
     finally:
         result.cancel()
 
