@@ -21,6 +21,7 @@ Window definitions (event time, UTC):
   user   genre_mix_30m       play_start counts per genre, minute buckets in (as_of - 30 min, as_of]
   user   *_7d rates          hour buckets in the last 168 hours (the current partial hour included)
   user   binge_depth         distinct episodes completed in the session of the latest event
+  user   recent_completed    the HISTORY_LEN most recently completed episodes, newest first (query tower history)
   item   *_5m / *_1h         minute buckets in the last 5 / 60 minutes
   item   *_24h               hour buckets in the last 24 hours
   item   trending            sum over the last 60 minute buckets of (plays + 2 * completes) * 0.5 ** (age_min / 15)
@@ -47,6 +48,7 @@ TRENDING_HALF_LIFE_MIN = 15.0
 TRENDING_TOP_K = 20
 SESSION_RETENTION_MS = 24 * HOUR_MS
 CONTINUE_WATCHING_MAX_SERIES = 50
+HISTORY_LEN = 50  # completed episodes kept for the query tower's history input
 
 _defaults = Settings()
 # Dedupe must outlive every duplicate the lateness gate can still let through (see events.timeliness_error).
@@ -94,7 +96,17 @@ def _weight(event_type: str) -> int:
 class UserState:
     """Per-user aggregates. Memory: O(events in the dedupe horizon + 30 + 168 buckets + sessions)."""
 
-    __slots__ = ("applied", "as_of_ms", "seen", "genre_minutes", "hourly", "sessions", "latest", "playback")
+    __slots__ = (
+        "applied",
+        "as_of_ms",
+        "seen",
+        "genre_minutes",
+        "hourly",
+        "sessions",
+        "latest",
+        "playback",
+        "completed",
+    )
 
     def __init__(self) -> None:
         self.applied = 0  # events folded in; increases with every accepted event (orders updates)
@@ -105,6 +117,7 @@ class UserState:
         self.sessions: dict[str, tuple[int, frozenset[str]]] = {}  # session -> (last event ms, completed episodes)
         self.latest: tuple[int, int, str, str] = (0, 0, "", "")  # (t, rank, event_id, session_id)
         self.playback: dict[str, tuple] = {}  # series -> (t, rank, event_id, ep_id, ep_no, pos, dur, type)
+        self.completed: dict[str, int] = {}  # episode_id -> latest completion time, newest HISTORY_LEN kept
 
     def apply(self, e: PlaybackEvent, genres: tuple[str, ...] = ()) -> bool:
         """Fold one event in. Returns False (and changes nothing) if it was applied before."""
@@ -126,6 +139,8 @@ class UserState:
         last, done = self.sessions.get(e.session_id, (0, frozenset()))
         if e.event_type == "complete":
             done = done | {e.episode_id}
+            if t > self.completed.get(e.episode_id, -1):
+                self.completed[e.episode_id] = t
         self.sessions[e.session_id] = (max(last, t), done)
         self.latest = max(self.latest, (t, rank, e.event_id, e.session_id))
         if e.event_type in _PLAYBACK_TYPES:
@@ -150,6 +165,9 @@ class UserState:
             cutoff = now - SESSION_RETENTION_MS
             current = self.latest[3]
             self.sessions = {s: v for s, v in self.sessions.items() if v[0] >= cutoff or s == current}
+        if len(self.completed) > HISTORY_LEN:
+            newest = sorted(self.completed.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:HISTORY_LEN]
+            self.completed = dict(newest)
         if len(self.playback) > CONTINUE_WATCHING_MAX_SERIES:
             keep = sorted(self.playback.items(), key=lambda kv: kv[1], reverse=True)[:CONTINUE_WATCHING_MAX_SERIES]
             self.playback = dict(keep)
@@ -179,6 +197,9 @@ class UserState:
             "shares_7d": n["share"],
             "session_id": session,
             "binge_depth": len(self.sessions.get(session, (0, frozenset()))[1]),
+            "recent_completed": [
+                ep for ep, _ in sorted(self.completed.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+            ],
             "last_active_ms": self.as_of_ms,
         }
 

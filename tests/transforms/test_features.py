@@ -126,3 +126,15 @@ def test_cohort_trending_ranks_series_by_decayed_activity():
     f = state.features()
     # s0002: 2 * 1 = 2.0 (now); s0001: 3 plays 40 min ago -> 3 * 0.5 ** (40/15) = 0.4725
     assert f["trending_series"] == [["s0002", 2.0], ["s0001", round(3 * 0.5 ** (40 / 15), 4)]]
+
+
+def test_recent_completed_is_newest_first_and_bounded():
+    from transforms.features import HISTORY_LEN
+
+    events = [
+        event("complete", t=T0 + i * MIN, episode=1 + i % 5, series="s0001" if i < 30 else "s0002") for i in range(60)
+    ]
+    # series s0001 episodes 1..5 complete repeatedly (ids repeat); s0002 episodes 1..5 too: 10 distinct ids
+    f = fold(events).features()
+    assert f["recent_completed"][:2] == ["s0002e005", "s0002e004"]  # i = 59 -> ep 5, i = 58 -> ep 4
+    assert len(f["recent_completed"]) == 10 <= HISTORY_LEN
