@@ -64,9 +64,10 @@ def test_fit_selects_best_valid_epoch_and_beats_chance():
     result, _ = fit_two_tower(split, make_target(split, "valid"), config, progress=False)
     assert len(result.history) == 4
     assert result.best_valid["recall@20"] == max(h["valid_recall@20"] for h in result.history)
-    # valid: one positive among the 12 - 5 train items = 7 unmasked per user; K=20 covers all -> 1.0,
-    # so check a tighter cut: the user's group has 2 unmasked items of 7, chance recall@10 is capped at 1
-    assert result.best_valid["recall@10"] == pytest.approx(1.0)
+    # each user's valid positive is one of 7 unmasked items (12 - 4 train positives - 1 skip):
+    # random order gives NDCG = mean over ranks r=1..7 of 1/log2(r+1) = 3.638 / 7 ~ 0.52;
+    # a model that learned the two taste groups ranks it 1st or 2nd of its group's 2: (1 + 0.631) / 2 ~ 0.82
+    assert result.best_valid["ndcg@10"] > 0.7
 
 
 def test_towers_export_and_reload_separately(tmp_path):
