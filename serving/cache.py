@@ -1,0 +1,172 @@
+"""In-process cache: TTL, stale-while-revalidate, single-flight, LRU bound and purge by tag. Pure asyncio.
+
+    cache = TtlCache(ttl_s=5, swr_s=30, max_entries=50_000, clock=time.monotonic)
+    value, status = await cache.get_or_compute(key, compute, tags=("s-s0001", "all"))
+
+Per key, at time `now` after the value was stored at `t`:
+    now < t + ttl                 "hit": the stored value
+    t + ttl <= now < t + ttl+swr  "stale": the stored value at once, and ONE background refresh
+    otherwise / absent            "miss": compute; concurrent callers of the same key await the
+                                  same computation ("coalesced") instead of computing again
+A failed computation is not stored and reaches every waiter; a failed background refresh keeps
+the stale value (and is counted in `refresh_errors`). `compute` may return `Computed(value, ttl_s)`
+to set a shorter TTL for one value (degraded answers). Single event loop only, no locks needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Any
+
+HIT, STALE, MISS, COALESCED = "hit", "stale", "miss", "coalesced"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Computed:
+    """A computed value with its own freshness (seconds; swr_s None = the cache's default) and tags
+    only known once computed (e.g. the series in an answer)."""
+
+    value: Any
+    ttl_s: float
+    swr_s: float | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    value: Any
+    fresh_until: float
+    stale_until: float
+    tags: tuple[str, ...]
+
+
+class TtlCache:
+    def __init__(
+        self,
+        ttl_s: float,
+        swr_s: float = 0.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        on_refresh_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.ttl_s, self.swr_s, self.max_entries = ttl_s, swr_s, max_entries
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._inflight: dict[Hashable, asyncio.Future] = {}
+        self._tags: dict[str, set[Hashable]] = {}
+        self._on_refresh_error = on_refresh_error
+        self._background: set[asyncio.Task] = set()
+        self.refresh_errors = 0
+        self.generation = 0  # bumped by clear/purge: a computation started before must not be stored
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def peek(self, key: Hashable, allow_stale: bool = True) -> Any | None:
+        """The stored value (fresh, or within the stale window if allow_stale) without computing."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        limit = entry.stale_until if allow_stale else entry.fresh_until
+        return entry.value if now < limit else None
+
+    async def get_or_compute(
+        self, key: Hashable, compute: Callable[[], Awaitable[Any]], tags: Iterable[str] = ()
+    ) -> tuple[Any, str]:
+        entry = self._entries.get(key)
+        now = self._clock()
+        if entry is not None:
+            if now < entry.fresh_until:
+                self._entries.move_to_end(key)
+                return entry.value, HIT
+            if now < entry.stale_until:
+                self._entries.move_to_end(key)
+                if key not in self._inflight:
+                    self._start(key, compute, tags, background=True)
+                return entry.value, STALE
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending), COALESCED
+        return await asyncio.shield(self._start(key, compute, tags, background=False)), MISS
+
+    def _start(self, key: Hashable, compute, tags: Iterable[str], background: bool) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._inflight[key] = future
+        generation = self.generation
+        tags = tuple(tags)
+
+        async def run() -> None:
+            try:
+                result = await compute()
+            except BaseException as exc:  # reaches every waiter; a background failure keeps the stale value
+                if background:
+                    self.refresh_errors += 1
+                    if self._on_refresh_error is not None:
+                        self._on_refresh_error(exc)
+                if not future.done():
+                    future.set_exception(exc)
+                    if background:
+                        future.exception()  # nobody awaits a background refresh: mark it retrieved
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                    raise
+            else:
+                value = result.value if isinstance(result, Computed) else result
+                if generation == self.generation:
+                    self.put(key, result, tags)
+                if not future.done():
+                    future.set_result(value)
+            finally:
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+
+        task = loop.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return future
+
+    def put(self, key: Hashable, value: Any, tags: Iterable[str] = ()) -> None:
+        ttl, swr = self.ttl_s, self.swr_s
+        tags = tuple(tags)
+        if isinstance(value, Computed):
+            ttl, swr = value.ttl_s, (self.swr_s if value.swr_s is None else value.swr_s)
+            tags = tuple(dict.fromkeys(tags + value.tags))
+            value = value.value
+        now = self._clock()
+        self._drop(key)
+        self._entries[key] = _Entry(value, now + ttl, now + ttl + swr, tags)
+        for tag in tags:
+            self._tags.setdefault(tag, set()).add(key)
+        while len(self._entries) > self.max_entries:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for tag in entry.tags:
+            keys = self._tags.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tags[tag]
+
+    def purge_tags(self, tags: Iterable[str]) -> int:
+        """Drop every entry carrying any of `tags`; returns how many went."""
+        keys = set().union(*(self._tags.get(t, set()) for t in tags))
+        for key in keys:
+            self._drop(key)
+        self.generation += 1
+        return len(keys)
+
+    def clear(self) -> int:
+        n = len(self._entries)
+        self._entries.clear()
+        self._tags.clear()
+        self.generation += 1
+        return n

@@ -1,0 +1,119 @@
+"""Series rules applied after ranking: pure functions over catalog look-ups, no I/O.
+
+Order of the final answer:
+  1. the next episode of the series just finished, first, if the user may watch it (licensed in their
+     country now, released, not completed). If the user already completed it (a rewatch), the first
+     later episode of that series they have not completed takes its place;
+  2. then the ranked candidates, skipping: episodes unknown to the catalog, not released, not licensed
+     in the country, completed by the user, already listed (no duplicates), or of a series that already
+     has `max_per_series` items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable
+
+from cliffhanger.catalog import Catalog, Episode
+
+NEXT_EPISODE = "next_episode"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ranked:
+    """A candidate after reranking: `score` is the ranker's (or retrieval's) score, `reason` its source."""
+
+    episode_id: str
+    score: float
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pick:
+    episode_id: str
+    series_id: str
+    episode_number: int
+    score: float
+    reason: str
+
+
+@dataclasses.dataclass
+class RuleStats:
+    """How many candidates each rule removed (for metrics and debugging)."""
+
+    unknown: int = 0
+    unlicensed: int = 0
+    completed: int = 0
+    duplicate: int = 0
+    series_cap: int = 0
+
+
+def playable(catalog: Catalog, episode: Episode, country: str, now_ms: int) -> bool:
+    return episode.release_time_ms <= now_ms and catalog.is_licensed(episode.series_id, country, now_ms)
+
+
+def next_episode_to_watch(
+    catalog: Catalog, finished_episode_id: str | None, completed: Collection[str], country: str, now_ms: int
+) -> Episode | None:
+    """The episode after `finished_episode_id` the user can watch now and has not completed, or None."""
+    if not finished_episode_id:
+        return None
+    try:
+        episode = catalog.next_episode(finished_episode_id)
+    except KeyError:
+        return None
+    while episode is not None and episode.episode_id in completed:
+        episode = catalog.next_episode(episode.episode_id)
+    if episode is None or not playable(catalog, episode, country, now_ms):
+        return None
+    return episode
+
+
+def apply_rules(
+    ranked: Iterable[Ranked],
+    *,
+    catalog: Catalog,
+    country: str,
+    now_ms: int,
+    completed: Collection[str],
+    n: int,
+    max_per_series: int,
+    next_episode: Episode | None = None,
+    next_score: float = 1.0,
+    stats: RuleStats | None = None,
+) -> list[Pick]:
+    """The first `n` picks satisfying every rule, `next_episode` (already checked) pinned first."""
+    stats = stats if stats is not None else RuleStats()
+    out: list[Pick] = []
+    seen: set[str] = set()
+    per_series: dict[str, int] = {}
+
+    def add(episode: Episode, score: float, reason: str) -> None:
+        out.append(Pick(episode.episode_id, episode.series_id, episode.episode_number, score, reason))
+        seen.add(episode.episode_id)
+        per_series[episode.series_id] = per_series.get(episode.series_id, 0) + 1
+
+    if next_episode is not None and n > 0 and max_per_series > 0:
+        add(next_episode, next_score, NEXT_EPISODE)
+    for cand in ranked:
+        if len(out) >= n:
+            break
+        if cand.episode_id in seen:
+            stats.duplicate += 1
+            continue
+        try:
+            episode = catalog.episode(cand.episode_id)
+        except KeyError:
+            stats.unknown += 1
+            continue
+        if cand.episode_id in completed:
+            stats.completed += 1
+            continue
+        if not playable(catalog, episode, country, now_ms):
+            stats.unlicensed += 1
+            continue
+        if per_series.get(episode.series_id, 0) >= max_per_series:
+            stats.series_cap += 1
+            continue
+        add(episode, cand.score, cand.reason)
+    return out

@@ -1,0 +1,77 @@
+"""Blending: ratios from config hold in the pool, short sources give their share away, no duplicates,
+retrieval scores from the retrieval list (floor for others); continue-watching and trending entries."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from serving.blend import blend, continue_watching_items, trending_items
+from serving.settings import ServingConfigError, parse_blend
+from tests.factories import catalog
+
+
+def items(prefix: str, n: int) -> list[tuple[str, float]]:
+    return [(f"{prefix}{i}", float(n - i)) for i in range(n)]
+
+
+def test_ratios_hold_in_the_pool_and_sources_interleave() -> None:
+    pool = blend(
+        {"two_tower": items("t", 100), "continue_watching": items("c", 100), "trending": items("r", 100)},
+        {"two_tower": 0.6, "continue_watching": 0.2, "trending": 0.2},
+        pool_size=50,
+    )
+    counts = Counter(c.source for c in pool)
+    assert counts == {"two_tower": 30, "continue_watching": 10, "trending": 10}
+    # smooth interleave: the first 5 slots already hold every source
+    assert {c.source for c in pool[:5]} == {"two_tower", "continue_watching", "trending"}
+
+
+def test_short_source_gives_its_share_to_the_others_and_duplicates_collapse() -> None:
+    pool = blend(
+        {"two_tower": items("t", 100), "continue_watching": [("t0", 9.0), ("c1", 8.0)], "trending": []},
+        {"two_tower": 0.5, "continue_watching": 0.5, "trending": 0.0},
+        pool_size=20,
+    )
+    ids = [c.episode_id for c in pool]
+    assert len(ids) == len(set(ids)) == 20
+    assert Counter(c.source for c in pool) == {"two_tower": 19, "continue_watching": 1}
+
+
+def test_retrieval_scores_and_floor() -> None:
+    pool = blend(
+        {"two_tower": [("a", 0.9), ("b", 0.4)], "trending": [("x", 100.0)]},
+        {"two_tower": 0.5, "trending": 0.5},
+        pool_size=10,
+    )
+    scores = {c.episode_id: c.retrieval_score for c in pool}
+    assert scores == {"a": 0.9, "b": 0.4, "x": 0.4}
+
+
+def test_pool_size_caps_and_empty_sources() -> None:
+    assert blend({}, {"two_tower": 1.0}, 10) == []
+    assert len(blend({"two_tower": items("t", 600)}, {"two_tower": 1.0}, 500)) == 500
+
+
+def test_continue_watching_resumes_or_moves_on() -> None:
+    cw = {
+        "s0001": {"episode_id": "s0001e002", "completed": True, "updated_ms": 20},
+        "s0002": {"episode_id": "s0002e004", "completed": False, "updated_ms": 30},
+        "s0003": {"episode_id": "s0001e005", "completed": True, "updated_ms": 40},  # finished the series
+    }
+    assert continue_watching_items(cw, catalog()) == [("s0002e004", 30.0), ("s0001e003", 20.0)]
+
+
+def test_trending_enters_where_the_user_is_or_at_episode_one() -> None:
+    cw = {"s0002": {"episode_id": "s0002e003", "completed": True, "updated_ms": 1}}
+    got = trending_items([["s0001", 5.0], ["s0002", 3.0], ["s9999", 1.0]], cw, catalog())
+    assert got == [("s0001e001", 5.0), ("s0002e004", 3.0)]
+
+
+def test_blend_config_parsing() -> None:
+    assert parse_blend("two_tower=3,trending=1") == {"two_tower": 0.75, "trending": 0.25}
+    with pytest.raises(ServingConfigError, match="unknown source 'tiktok'"):
+        parse_blend("tiktok=1")
+    with pytest.raises(ServingConfigError, match="sum to more than 0"):
+        parse_blend("two_tower=0")
