@@ -5,10 +5,17 @@
 # object carrying any of those tags; the count comes back in `X-Purged`. Same model as Fastly
 # surrogate keys. TTLs come from the backend's Cache-Control (builtin VCL rules still apply).
 #
+# The recommendation API (serving/): answers to GET /v1/... are cached by URL alone (query string
+# sorted; Host and cookies ignored), for the backend's max-age / s-maxage, and served stale for its
+# stale-while-revalidate window (beresp.grace) while one background fetch revalidates. Errors (4xx /
+# 5xx) are never stored; admin, metrics and probes always pass to the backend. The backend tags every
+# answer with `xkey` (u-<keyed user hash> s-<series> e-<episode> c-<cohort> all) for purges.
+#
 # Local runs: cliffhanger.localstack.varnish rewrites the two marked backend lines below; keep the
 # `# @backend-host` / `# @backend-port` markers. Check syntax alone: varnishd -C -f default.vcl
 vcl 4.1;
 
+import std;
 import xkey;
 
 backend default {
@@ -38,16 +45,42 @@ sub vcl_recv {
         set req.http.X-Purged = xkey.purge(req.http.xkey-purge);
         return (synth(200, "Purged"));
     }
+    if (req.url ~ "^/(admin|metrics|healthz|readyz|docs|redoc|openapi)") {
+        return (pass);
+    }
+    if (req.url ~ "^/v1/") {
+        # The answer depends on the URL only: a cookie must neither split the cache nor force a pass.
+        unset req.http.Cookie;
+        set req.url = std.querysort(req.url);
+    }
     # Everything else: builtin vcl_recv (GET/HEAD cached; Authorization or Cookie requests pass).
 }
 
+sub vcl_hash {
+    # URL only (not Host): every hostname in front of the API shares one object per answer.
+    hash_data(req.url);
+    return (lookup);
+}
+
 sub vcl_backend_response {
+    # Errors are not cached: a bad request or a restarting backend must not stick at the edge.
+    if (beresp.status >= 400) {
+        set beresp.ttl = 1s;
+        set beresp.uncacheable = true;
+        return (deliver);
+    }
     # No explicit freshness from the backend: do not guess a TTL (Varnish's default_ttl would cache
     # personalised API answers for 2 minutes). Remember "uncacheable" for a while instead.
     if (!beresp.http.Cache-Control && !beresp.http.Expires) {
         set beresp.ttl = 120s;
         set beresp.uncacheable = true;
         return (deliver);
+    }
+    # stale-while-revalidate=N -> grace N s: after max-age, serve the stale copy while one background
+    # fetch refreshes it (set explicitly rather than relying on the builtin parser of the version).
+    if (beresp.http.Cache-Control ~ "stale-while-revalidate=[0-9]+") {
+        set beresp.grace = std.duration(
+            regsub(beresp.http.Cache-Control, "^.*stale-while-revalidate=([0-9]+).*$", "\1") + "s", 0s);
     }
     # Otherwise builtin rules: max-age / s-maxage set the TTL; private, no-store, no-cache and
     # Set-Cookie make the object uncacheable.
@@ -61,6 +94,7 @@ sub vcl_deliver {
         set resp.http.X-Cache = "MISS";
     }
     unset resp.http.xkey;
+    unset resp.http.Surrogate-Key;
 }
 
 sub vcl_synth {

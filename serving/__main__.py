@@ -1,0 +1,29 @@
+"""`python -m serving --port 8080`: one uvicorn process serving create_app(ServingSettings.from_env()).
+
+The access log is off: request paths carry user ids, and logs must not (STYLE: ids only as keyed hashes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from serving.app import create_app
+from serving.settings import ServingSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Cliffhanger recommendation API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(ServingSettings.from_env())
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level, loop="asyncio")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The ASGI app: `create_app(settings, ...)`. Handlers are a few lines; the work is in plain modules.
+
+    GET  /v1/users/{user_id}/recommendations?context=episode_end&series_id=&episode_id=&n=&country=&device=
+    GET  /healthz            the process is up
+    GET  /readyz             503 until the catalog, the feature store client and a bundle are loaded
+    GET  /metrics            Prometheus (per-stage latency, cache hit ratio, fallbacks, bundle)
+    POST /admin/reload       look at the bundle CURRENT pointer now     (Authorization: Bearer <token>)
+    POST /admin/purge        drop in-process answers by surrogate key   {"keys": ["s-s0001", ...]}
+    GET  /docs, /openapi.json
+
+Status codes come from ONE place (`_domain_error`): InvalidRequest -> 400 {"error", "field"} (FastAPI's
+422 is mapped to the same shape), NotReady -> 503, AdminError -> its status. A slow or dead dependency
+is never an error: the recommender degrades and says so in `rung` / `fallbacks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+
+from cliffhanger import edge_keys
+from cliffhanger.catalog import Catalog
+from cliffhanger.events import DEVICES
+from serving import candidates as cand_mod
+from serving.bundle_watch import BundleHolder, BundleWatcher
+from serving.cache import TtlCache
+from serving.feature_store import FeatureStore
+from serving.metrics import Metrics
+from serving.recommend import NotReady, Recommender
+from serving.service import InvalidRequest, RecommendationService, validate
+from serving.settings import ServingSettings
+from serving.shared import SharedRows
+from transforms import rowkeys
+
+log = logging.getLogger(__name__)
+
+
+class AdminError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Item(BaseModel):
+    episode_id: str
+    series_id: str
+    episode_number: int
+    score: float
+    reason: str
+
+
+class RecommendationsOut(BaseModel):
+    """Documentation of the answer (the handler streams pre-rendered bytes, so it is not re-validated)."""
+
+    items: list[Item]
+    rung: str
+    ranking: str
+    fallbacks: list[str]
+    bundle_version: str
+    freshness: dict[str, Any]
+    context: str
+
+
+@dataclasses.dataclass
+class ServingState:
+    settings: ServingSettings
+    metrics: Metrics
+    catalog: Catalog | None = None
+    store: FeatureStore | None = None
+    holder: BundleHolder | None = None
+    watcher: BundleWatcher | None = None
+    shared: SharedRows | None = None
+    cache: TtlCache | None = None
+    service: RecommendationService | None = None
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.service is not None
+            and self.holder is not None
+            and self.holder.current is not None
+            and self.shared is not None
+            and self.shared.first_pass_done
+        )
+
+
+def _shared_keys(catalog: Catalog) -> list[bytes]:
+    countries = sorted({c for s in catalog for c in s.licensing})
+    keys = [cand_mod.global_row()]
+    for country in countries:
+        for device in DEVICES:
+            keys += [cand_mod.segment_row(country, device), rowkeys.cohort_key(country, device)]
+    return keys
+
+
+def create_app(
+    settings: ServingSettings,
+    *,
+    store: FeatureStore | None = None,
+    bundle_root: str | None = None,
+    catalog: Catalog | None = None,
+    clock: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> FastAPI:
+    """`clock` returns wall time in ms (licensing windows, freshness); injected by tests."""
+    if not settings.edge_key_secret:
+        raise edge_keys.MissingSecretError(f"{edge_keys.SECRET_ENV} is not set: user hashes need a secret")
+    metrics = Metrics()
+    state = ServingState(settings, metrics)
+    root = bundle_root or settings.bundle_root
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="serving")
+        s = settings
+        state.catalog = catalog or Catalog.load(s.catalog_path)
+        state.store = store or FeatureStore.open(s.base.project, s.base.bigtable_instance, s.table)
+        state.holder = BundleHolder()
+        state.shared = SharedRows(state.store, executor, metrics, ttl_s=s.shared_ttl_s, wall_ms=clock)
+        state.shared.track_episodes(e.episode_id for e in state.catalog.episodes())
+        state.shared.track(_shared_keys(state.catalog))
+        state.cache = TtlCache(s.cache_ttl_s, s.cache_swr_s, s.cache_max_entries)
+        state.watcher = BundleWatcher(
+            root,
+            state.holder,
+            executor,
+            metrics,
+            poll_s=s.bundle_poll_s,
+            pool_size=s.candidates,
+            on_swap=lambda _b: state.cache.clear(),  # answers name the bundle: drop the old ones
+        )
+        recommender = Recommender(
+            s,
+            store=state.store,
+            catalog=state.catalog,
+            bundles=state.holder,
+            shared=state.shared,
+            executor=executor,
+            metrics=metrics,
+            user_hash=lambda uid: edge_keys.user_hash(uid, s.edge_key_secret),
+            wall_ms=clock,
+        )
+        state.service = RecommendationService(s, recommender, metrics, state.cache)
+        state.shared.start()
+        first_load = asyncio.get_running_loop().create_task(state.watcher.check_now())  # /readyz 503 meanwhile
+        state.watcher.start()
+        try:
+            yield
+        finally:
+            first_load.cancel()
+            await state.watcher.stop()
+            await state.shared.stop()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="Cliffhanger serving", version="1", lifespan=lifespan)
+    app.state.serving = state
+
+    async def _domain_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, RequestValidationError):
+            loc = exc.errors()[0].get("loc", ("request",)) if exc.errors() else ("request",)
+            field = str(loc[-1])
+            exc = InvalidRequest(field, f"{field}: {exc.errors()[0].get('msg', 'invalid value')}")
+        if isinstance(exc, InvalidRequest):
+            metrics.bad_requests.labels(exc.field).inc()
+            body, status = {"error": str(exc), "field": exc.field}, 400
+        elif isinstance(exc, NotReady):
+            body, status = {"error": str(exc)}, 503
+        elif isinstance(exc, AdminError):
+            body, status = {"error": str(exc)}, exc.status
+        else:
+            raise exc
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+    for exc_type in (RequestValidationError, InvalidRequest, NotReady, AdminError):
+        app.add_exception_handler(exc_type, _domain_error)
+
+    def service() -> RecommendationService:
+        if not state.ready:
+            raise NotReady("not ready: the model bundle is still loading")
+        return state.service
+
+    def require_admin(request: Request) -> None:
+        token = settings.admin_token
+        if not token:
+            raise AdminError(503, "admin endpoints are disabled: set CLIFFHANGER_ADMIN_TOKEN to enable them")
+        given = request.headers.get("authorization", "")
+        if not given:
+            raise AdminError(401, "admin endpoints need 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise AdminError(403, "wrong admin token")
+
+    @app.get("/v1/users/{user_id}/recommendations", response_model=None, responses={200: {"model": RecommendationsOut}})
+    async def recommendations(
+        user_id: str,
+        context: str = Query("home", description="episode_end | home"),
+        series_id: str | None = Query(None),
+        episode_id: str | None = Query(None, description="the episode just finished (episode_end)"),
+        n: int | None = Query(None, description="items wanted, 1..max_n"),
+        country: str | None = Query(None, description="ISO alpha-2; licensing and segment"),
+        device: str | None = Query(None, description="ios | android | web | tv"),
+    ) -> Response:
+        svc = service()
+        req = validate(
+            settings, state.catalog, user_id=user_id, context=context, series_id=series_id,
+            episode_id=episode_id, n=n, country=country, device=device,
+        )  # fmt: skip
+        rendered, status = await svc.get(req)
+        headers = {**rendered.headers, "X-Serving-Cache": status}
+        return Response(rendered.body, media_type="application/json", headers=headers)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        version = state.holder.current.version if state.ready else None
+        body = {"ready": state.ready, "bundle_version": version, "catalog_loaded": state.catalog is not None}
+        return JSONResponse(body, status_code=200 if state.ready else 503, headers={"Cache-Control": "no-store"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return PlainTextResponse(metrics.render(), headers={"Cache-Control": "no-store"})
+
+    @app.post("/admin/reload")
+    async def admin_reload(request: Request) -> Response:
+        require_admin(request)
+        if state.watcher is None:
+            raise NotReady("not started")
+        return JSONResponse(await state.watcher.check_now(), headers={"Cache-Control": "no-store"})
+
+    @app.post("/admin/purge")
+    async def admin_purge(request: Request, keys: list[str] = Body(..., embed=True)) -> Response:
+        require_admin(request)
+        if state.cache is None:
+            raise NotReady("not started")
+        purged = state.cache.clear() if edge_keys.ALL in keys else state.cache.purge_tags(keys)
+        return JSONResponse({"purged": purged}, headers={"Cache-Control": "no-store"})
+
+    return app

@@ -1,0 +1,63 @@
+"""Prometheus metrics, one registry per app (tests can build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Request stages are sub-millisecond to tens of ms; buckets resolve the 1-50 ms budget.
+STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.stage = Histogram(
+            "cliffhanger_stage_seconds",
+            "Latency of each request stage (feature_read, retrieval, blend, rerank, rules, recommend, total)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.responses = Counter(
+            "cliffhanger_recommendations_total", "Answers by ladder rung and ranking", ["rung", "ranking"], registry=r
+        )
+        self.fallbacks = Counter("cliffhanger_fallbacks_total", "Degradations taken, by reason", ["reason"], registry=r)
+        self.cache = Counter(
+            "cliffhanger_cache_lookups_total", "In-process response cache lookups", ["result"], registry=r
+        )
+        self.cache_hit_ratio = Gauge(
+            "cliffhanger_cache_hit_ratio", "Share of response-cache lookups answered from cache (hit+stale)", registry=r
+        )
+        self.cache_entries = Gauge("cliffhanger_cache_entries", "Entries in the response cache", registry=r)
+        self.rule_drops = Counter(
+            "cliffhanger_rule_drops_total", "Candidates removed by the series rules", ["rule"], registry=r
+        )
+        self.bundle_info = Gauge(
+            "cliffhanger_bundle_info", "The bundle being served (value 1)", ["version"], registry=r
+        )
+        self.bundle_swaps = Counter("cliffhanger_bundle_swaps_total", "Bundles swapped in", registry=r)
+        self.bundle_refused = Counter(
+            "cliffhanger_bundle_refused_total", "Published bundles refused", ["reason"], registry=r
+        )
+        self.shared_refresh = Counter(
+            "cliffhanger_shared_rows_refresh_total", "Background reads of shared rows", ["result"], registry=r
+        )
+        self.bad_requests = Counter("cliffhanger_bad_requests_total", "400 answers", ["field"], registry=r)
+        self._served = 0
+        self._lookups = 0
+
+    def cache_lookup(self, result: str) -> None:
+        self.cache.labels(result).inc()
+        self._lookups += 1
+        if result in ("hit", "stale", "coalesced"):
+            self._served += 1
+        self.cache_hit_ratio.set(self._served / self._lookups)
+
+    def set_bundle(self, old: str | None, new: str) -> None:
+        if old is not None:
+            self.bundle_info.remove(old)
+        self.bundle_info.labels(new).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

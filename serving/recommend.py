@@ -1,0 +1,315 @@
+"""The request path and its degradation ladder. Knows nothing of HTTP.
+
+One answer = one user-row read (families u, cw, done, cand in ONE ReadRows with a hard deadline) +
+in-process shared rows (item features, cohort trending, segment lists; see serving/shared.py) +
+blend + ONNX rerank + series rules. Every dependency has a deadline inside the request budget, and
+each failure moves the answer one rung down instead of failing it:
+
+    rung                 served from                                   when
+    personalized         the user's precomputed two-tower list         the normal path
+    stale_features       the last known user row (its list included)   user-row read timed out / failed
+    on_demand_retrieval  query tower + ScaNN from the loaded bundle    no precomputed list
+    segment              the country x device list (g#US#ios)          no list and retrieval too slow / failed,
+                                                                       or an unknown user
+    popularity           the global list (g#global)                    no segment list
+    catalog_default      first episodes of licensed series             nothing above is available
+
+Orthogonal to the rung: `ranking` is "onnx", or "retrieval_order" when the ranker fails; `fallbacks`
+lists every degradation taken (e.g. feature_read_timeout, retrieval_timeout, ranker_error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from cliffhanger.catalog import Catalog
+from serving import blend as blend_mod
+from serving import candidates as cand_mod
+from serving import rerank, rules
+from serving.bundle_watch import BundleHolder, ServingBundle
+from serving.feature_store import FeatureRow, FeatureStore
+from serving.metrics import Metrics
+from serving.retrieval import retrieve
+from serving.settings import ServingSettings
+from serving.shared import SharedRows
+from transforms import rowkeys
+
+RUNGS = ("personalized", "stale_features", "on_demand_retrieval", "segment", "popularity", "catalog_default")
+FALLBACK_RUNGS = frozenset(RUNGS[1:])
+CONTEXTS = ("episode_end", "home")
+REASONS = {
+    blend_mod.TWO_TOWER: "recommended_for_you",
+    blend_mod.CONTINUE_WATCHING: "continue_watching",
+    blend_mod.TRENDING: "trending_in_your_region",
+    "segment": "popular_in_your_region",
+    "popularity": "popular",
+    "catalog_default": "new_to_you",
+}
+
+
+class NotReady(RuntimeError):
+    """No bundle or catalog loaded yet."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecRequest:
+    user_id: str
+    context: str
+    series_id: str | None
+    episode_id: str | None
+    n: int
+    country: str
+    device: str
+
+
+@dataclasses.dataclass
+class Recommendation:
+    items: list[rules.Pick]
+    rung: str
+    ranking: str
+    fallbacks: list[str]
+    bundle_version: str
+    freshness: dict[str, Any]
+    cohort: tuple[str, str]
+
+    @property
+    def degraded(self) -> bool:
+        return self.rung in FALLBACK_RUNGS or self.ranking != "onnx" or bool(self.fallbacks)
+
+
+class LastKnown:
+    """Bounded LRU of the last successfully read user rows, keyed by the user's keyed hash."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._rows: OrderedDict[str, FeatureRow] = OrderedDict()
+
+    def put(self, key: str, row: FeatureRow) -> None:
+        self._rows[key] = row
+        self._rows.move_to_end(key)
+        while len(self._rows) > self.max_entries:
+            self._rows.popitem(last=False)
+
+    def get(self, key: str) -> FeatureRow | None:
+        return self._rows.get(key)
+
+
+class Recommender:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        *,
+        store: FeatureStore,
+        catalog: Catalog,
+        bundles: BundleHolder,
+        shared: SharedRows,
+        executor: Executor,
+        metrics: Metrics,
+        user_hash: Callable[[str], str],
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self.s, self.store, self.catalog, self.bundles = settings, store, catalog, bundles
+        self.shared, self.executor, self.metrics = shared, executor, metrics
+        self.user_hash, self.wall_ms = user_hash, wall_ms
+        self.last_known = LastKnown(settings.last_known_max_entries)
+
+    async def recommend(self, req: RecRequest) -> Recommendation:
+        start = time.perf_counter()
+        deadline = start + self.s.budget_ms / 1000
+        bundle = self.bundles.current  # read ONCE: a hot-swap mid-request does not mix bundles
+        if bundle is None:
+            raise NotReady("no model bundle loaded yet")
+        now_ms = self.wall_ms()
+        fallbacks: list[str] = []
+        stage = self.metrics.stage
+
+        row, stale = await self._user_row(req.user_id, deadline, fallbacks)
+        t = time.perf_counter()
+        stage.labels("feature_read").observe(t - start)
+        u = row.values.get("u") if row is not None else None
+        cw = row.values.get("cw", {}) if row is not None else {}
+        done = row.values.get("done", {}) if row is not None else {}
+
+        rung, retrieval = await self._candidates(req, bundle, row, stale, deadline, fallbacks)
+        t2 = time.perf_counter()
+        stage.labels("retrieval").observe(t2 - t)
+
+        cohort_row = self.shared.row(rowkeys.cohort_key(req.country, req.device))
+        trending = cohort_row.get("i", "trending_series", []) if cohort_row is not None else []
+        sources = {
+            blend_mod.TWO_TOWER: retrieval,
+            blend_mod.CONTINUE_WATCHING: blend_mod.continue_watching_items(cw, self.catalog) if cw else [],
+            blend_mod.TRENDING: blend_mod.trending_items(trending, cw, self.catalog) if trending else [],
+        }
+        pool = blend_mod.blend(sources, self.s.blend, self.s.candidates)
+        if rung in ("segment", "popularity", "catalog_default"):  # the list stands in for two-tower
+            pool = [dataclasses.replace(c, source=rung) if c.source == blend_mod.TWO_TOWER else c for c in pool]
+        t3 = time.perf_counter()
+        stage.labels("blend").observe(t3 - t2)
+
+        ranked, ranking, item_cover = self._rerank(bundle, pool, u, cw, req, fallbacks)
+        t4 = time.perf_counter()
+        stage.labels("rerank").observe(t4 - t3)
+
+        stats = rules.RuleStats()
+        nxt = None
+        if req.context == "episode_end" and req.episode_id:
+            nxt = rules.next_episode_to_watch(self.catalog, req.episode_id, done, req.country, now_ms)
+        top = ranked[0].score if ranked else 1.0
+        picks = rules.apply_rules(
+            ranked,
+            catalog=self.catalog,
+            country=req.country,
+            now_ms=now_ms,
+            completed=done,
+            n=req.n,
+            max_per_series=self.s.max_per_series,
+            next_episode=nxt,
+            next_score=top,
+            stats=stats,
+        )
+        picks = [dataclasses.replace(p, reason=REASONS.get(p.reason, p.reason)) for p in picks]
+        for name, count in dataclasses.asdict(stats).items():
+            if count:
+                self.metrics.rule_drops.labels(name).inc(count)
+        end = time.perf_counter()
+        stage.labels("rules").observe(end - t4)
+        stage.labels("recommend").observe(end - start)
+
+        feature_ts = row.newest_ms("u") if row is not None else 0
+        shared_age = self.shared.age_ms()
+        freshness = {
+            "feature_age_ms": max(0, now_ms - feature_ts) if feature_ts else None,
+            "served_stale": stale or "last_known_features" in fallbacks or item_cover < 1.0,
+            "stale_parts": (["user_features"] if stale else []) + (["item_features"] if item_cover < 1.0 else []),
+            "item_features_coverage": round(item_cover, 4),
+            "shared_rows_age_ms": shared_age,
+            "generated_ms": now_ms,
+        }
+        for reason in fallbacks:
+            self.metrics.fallbacks.labels(reason).inc()
+        self.metrics.responses.labels(rung, ranking).inc()
+        return Recommendation(picks, rung, ranking, fallbacks, bundle.version, freshness, (req.country, req.device))
+
+    async def _user_row(self, user_id: str, deadline: float, fallbacks: list[str]) -> tuple[FeatureRow | None, bool]:
+        """(row or None, stale). None + not stale = an unknown user."""
+        key = rowkeys.user_key(user_id)
+        timeout = min(self.s.feature_timeout_ms / 1000, max(0.001, deadline - time.perf_counter()))
+        loop = asyncio.get_running_loop()
+        try:
+            rows = await asyncio.wait_for(
+                loop.run_in_executor(self.executor, self.store.read_direct, [key], timeout), timeout + 0.002
+            )
+        except Exception as exc:  # any read failure degrades to the last known row; counted per reason
+            fallbacks.append("feature_read_timeout" if _is_timeout(exc) else "feature_read_error")
+            last = self.last_known.get(self.user_hash(user_id))
+            if last is not None:
+                fallbacks.append("last_known_features")
+            return last, True
+        row = rows.get(key)
+        if row is not None:
+            self.last_known.put(self.user_hash(user_id), row)
+        return row, False
+
+    async def _candidates(
+        self,
+        req: RecRequest,
+        bundle: ServingBundle,
+        row: FeatureRow | None,
+        stale: bool,
+        deadline: float,
+        fallbacks: list[str],
+    ) -> tuple[str, list[tuple[str, float]]]:
+        k = self.s.candidates
+        raw = row.get(cand_mod.FAMILY, cand_mod.COLUMN) if row is not None else None
+        if raw is not None:
+            try:
+                return ("stale_features" if stale else "personalized"), list(cand_mod.parse(raw).items[:k])
+            except (cand_mod.CandidateListError, TypeError, ValueError):
+                fallbacks.append("candidate_list_corrupt")
+        if row is not None and row.values.get("u"):
+            items = await self._on_demand(req, bundle, row, deadline, fallbacks)
+            if items:
+                return "on_demand_retrieval", items
+        elif row is None and not stale:
+            fallbacks.append("unknown_user")
+        for rung, key in (
+            ("segment", cand_mod.segment_row(req.country, req.device)),
+            ("popularity", cand_mod.global_row()),
+        ):
+            shared = self.shared.row(key)
+            raw = shared.get(cand_mod.FAMILY, cand_mod.COLUMN) if shared is not None else None
+            if raw is None:
+                continue
+            try:
+                return rung, list(cand_mod.parse(raw).items[:k])
+            except (cand_mod.CandidateListError, TypeError, ValueError):
+                fallbacks.append(f"{rung}_list_corrupt")
+        fallbacks.append("no_candidate_lists")
+        return "catalog_default", self._catalog_default(k)
+
+    async def _on_demand(
+        self, req: RecRequest, bundle: ServingBundle, row: FeatureRow, deadline: float, fallbacks: list[str]
+    ) -> list[tuple[str, float]] | None:
+        timeout = min(self.s.retrieval_timeout_ms / 1000, deadline - time.perf_counter())
+        if timeout <= 0:
+            fallbacks.append("retrieval_skipped_budget")
+            return None
+        hour = (self.wall_ms() // 3_600_000) % 24
+        call = lambda: retrieve(  # noqa: E731
+            bundle.encoder,
+            bundle.index,
+            user_id=req.user_id,
+            user_features=row.values.get("u"),
+            country=req.country,
+            device=req.device,
+            hour=hour,
+            k=self.s.candidates,
+        )
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self.executor, call), timeout)
+        except Exception as exc:  # too slow or failed: the segment list takes over
+            fallbacks.append("retrieval_timeout" if _is_timeout(exc) else "retrieval_error")
+            return None
+
+    def _catalog_default(self, k: int) -> list[tuple[str, float]]:
+        out = []
+        for series in self.catalog:
+            if series.episodes:
+                out.append((series.episodes[0].episode_id, 0.0))
+            if len(out) >= k:
+                break
+        return out
+
+    def _rerank(
+        self, bundle: ServingBundle, pool: list, u: Any, cw: dict, req: RecRequest, fallbacks: list[str]
+    ) -> tuple[list[rules.Ranked], str, float]:
+        items = self.shared.items(c.episode_id for c in pool)
+        cover = len(items) / len(pool) if pool else 1.0
+        context_series = set(cw)
+        if req.series_id:
+            context_series.add(req.series_id)
+        try:
+            X = rerank.feature_matrix(
+                pool, user_features=u, item_features=items, catalog=self.catalog, context_series=context_series
+            )
+            return rerank.rank(pool, bundle.ranker.score(X)), "onnx", cover
+        except Exception:  # ranker failure: serve retrieval order, counted as a fallback
+            fallbacks.append("ranker_error")
+            return rerank.retrieval_order(pool), "retrieval_order", cover
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return True
+    code = getattr(exc, "code", None)
+    try:
+        return callable(code) and code().name == "DEADLINE_EXCEEDED"
+    except Exception:  # not a grpc error after all
+        return False

@@ -1,0 +1,157 @@
+"""Request validation, the in-process response cache and rendering (body + caching headers). No HTTP
+framework here: the handler passes plain values in and copies bytes and headers out.
+
+Caching contract:
+  * In process: key = keyed hash of the user (cliffhanger.edge_keys.user_hash) + the normalised
+    parameters; TTL `cache_ttl_s`, stale-while-revalidate `cache_swr_s`, single-flight. Degraded answers
+    (a fallback rung, ranker failure) are cached for `degraded_ttl_s` only, so recovery shows fast.
+  * At the edge: `Cache-Control: public, max-age=<ttl>, stale-while-revalidate=<swr>` (degraded:
+    max-age=1, stale-while-revalidate=5). `public` is right although the answer is personal: the URL
+    names the user, so the edge key is per user; nothing else varies the answer.
+  * `xkey` and `Surrogate-Key` (same words): u-<keyed user hash>, s-<series>, e-<episode> of every item
+    and of the request, c-<country>-<device>, and `all`. Purging any of them drops the answer at the
+    edge (Varnish xkey) and in process (/admin/purge). The user id never appears in clear.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from cliffhanger import edge_keys
+from cliffhanger.events import DEVICES
+from serving.cache import Computed, TtlCache
+from serving.metrics import Metrics
+from serving.recommend import CONTEXTS, Recommendation, Recommender, RecRequest
+from serving.settings import ServingSettings
+
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class InvalidRequest(ValueError):
+    """A bad parameter: maps to 400 naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    headers: Mapping[str, str]
+    rung: str
+
+
+def validate(
+    settings: ServingSettings,
+    catalog: Any,
+    *,
+    user_id: str,
+    context: str,
+    series_id: str | None,
+    episode_id: str | None,
+    n: int | None,
+    country: str | None,
+    device: str | None,
+) -> RecRequest:
+    if not _ID.match(user_id):
+        raise InvalidRequest("user_id", "user_id must be 1-64 characters of [A-Za-z0-9_.:-]")
+    if context not in CONTEXTS:
+        raise InvalidRequest("context", f"context must be one of {', '.join(CONTEXTS)}")
+    n = settings.default_n if n is None else n
+    if not 1 <= n <= settings.max_n:
+        raise InvalidRequest("n", f"n must be between 1 and {settings.max_n}")
+    country = country or settings.default_country
+    if not _COUNTRY.match(country):
+        raise InvalidRequest("country", "country must be an ISO 3166 alpha-2 code in capitals, e.g. US")
+    device = device or settings.default_device
+    if device not in DEVICES:
+        raise InvalidRequest("device", f"device must be one of {', '.join(DEVICES)}")
+    for field, value in (("series_id", series_id), ("episode_id", episode_id)):
+        if value is not None and not _ID.match(value):
+            raise InvalidRequest(field, f"{field} must be 1-64 characters of [A-Za-z0-9_.:-]")
+    if context == "episode_end" and not episode_id:
+        raise InvalidRequest("episode_id", "context=episode_end needs the episode_id just finished")
+    if episode_id:
+        try:
+            episode = catalog.episode(episode_id)
+        except KeyError:
+            raise InvalidRequest("episode_id", f"unknown episode_id {episode_id!r}") from None
+        if series_id and episode.series_id != series_id:
+            raise InvalidRequest("series_id", f"episode {episode_id} is not in series {series_id}")
+        series_id = episode.series_id
+    return RecRequest(user_id, context, series_id or None, episode_id or None, n, country, device)
+
+
+class RecommendationService:
+    def __init__(self, settings: ServingSettings, recommender: Recommender, metrics: Metrics, cache: TtlCache) -> None:
+        self.s, self.recommender, self.metrics, self.cache = settings, recommender, metrics, cache
+        self.secret = settings.edge_key_secret
+
+    def cache_key(self, req: RecRequest) -> str:
+        uh = edge_keys.user_hash(req.user_id, self.secret)
+        return f"{uh}|{req.context}|{req.series_id or ''}|{req.episode_id or ''}|{req.n}|{req.country}|{req.device}"
+
+    async def get(self, req: RecRequest) -> tuple[Rendered, str]:
+        """(rendered answer, cache status: hit | stale | miss | coalesced)."""
+
+        async def compute() -> Computed:
+            rec = await self.recommender.recommend(req)
+            rendered = self.render(req, rec)
+            ttl = self.s.degraded_ttl_s if rec.degraded else self.s.cache_ttl_s
+            swr = 5.0 if rec.degraded else None
+            return Computed(rendered, ttl, swr, tags=tuple(rendered.headers["xkey"].split()))
+
+        rendered, status = await self.cache.get_or_compute(self.cache_key(req), compute)
+        self.metrics.cache_lookup(status)
+        self.metrics.cache_entries.set(len(self.cache))
+        return rendered, status
+
+    def surrogate_keys(self, req: RecRequest, rec: Recommendation) -> list[str]:
+        keys = [edge_keys.user_key(req.user_id, self.secret)]
+        series = dict.fromkeys(([req.series_id] if req.series_id else []) + [p.series_id for p in rec.items])
+        keys += [edge_keys.series_key(s) for s in series]
+        episodes = dict.fromkeys(([req.episode_id] if req.episode_id else []) + [p.episode_id for p in rec.items])
+        keys += [edge_keys.episode_key(e) for e in episodes]
+        keys += [edge_keys.cohort_key(*rec.cohort), edge_keys.ALL]
+        return keys
+
+    def render(self, req: RecRequest, rec: Recommendation) -> Rendered:
+        body = {
+            "items": [
+                {
+                    "episode_id": p.episode_id,
+                    "series_id": p.series_id,
+                    "episode_number": p.episode_number,
+                    "score": round(p.score, 6),
+                    "reason": p.reason,
+                }
+                for p in rec.items
+            ],
+            "rung": rec.rung,
+            "ranking": rec.ranking,
+            "fallbacks": rec.fallbacks,
+            "bundle_version": rec.bundle_version,
+            "freshness": rec.freshness,
+            "context": req.context,
+        }
+        if rec.degraded:
+            cache_control = "public, max-age=1, stale-while-revalidate=5"
+        else:
+            ttl, swr = int(self.s.cache_ttl_s), int(self.s.cache_swr_s)
+            cache_control = f"public, max-age={ttl}, stale-while-revalidate={swr}"
+        keys = " ".join(self.surrogate_keys(req, rec))
+        headers = {
+            "Cache-Control": cache_control,
+            "xkey": keys,
+            "Surrogate-Key": keys,
+            "X-Rung": rec.rung,
+            "X-Bundle-Version": rec.bundle_version,
+        }
+        return Rendered(orjson.dumps(body), headers, rec.rung)
