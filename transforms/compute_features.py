@@ -110,6 +110,7 @@ class _UpdateUserState(_SinkingDoFn):
         super().__init__(target)
         self._catalog_path = catalog_path
         self._duplicates = Metrics.counter("features", "duplicate_events")
+        self._applied = Metrics.counter("features", "events_applied")
         self._unknown_series = Metrics.counter("features", "unknown_series")
 
     def setup(self):
@@ -133,6 +134,7 @@ class _UpdateUserState(_SinkingDoFn):
         if not accepted:
             return
         state.write(s)
+        self._applied.inc(len(accepted))
         yield from self._emit_rows(user_updates(user_id, s, accepted))
         yield from accepted
         notice = user_change(user_id, s, accepted, session_before)
