@@ -66,12 +66,11 @@ def parse(value: Any) -> CandidateList:
     items = value.get("items")
     if not isinstance(items, list):
         raise CandidateListError("candidate list: items must be a list")
-    out = []
-    for i, item in enumerate(items):
-        if not (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)):
-            raise CandidateListError(f"candidate list: items[{i}] must be [episode_id, score]")
-        out.append((item[0], float(item[1])))
-    return CandidateList(str(value.get("bundle_version", "")), int(value.get("generated_ms", 0)), tuple(out))
+    try:
+        out = tuple((str(eid), float(score)) for eid, score in items)
+    except (TypeError, ValueError) as exc:
+        raise CandidateListError(f"candidate list: every item must be [episode_id, score] ({exc})") from None
+    return CandidateList(str(value.get("bundle_version", "")), int(value.get("generated_ms", 0)), out)
 
 
 def write_candidate_list(

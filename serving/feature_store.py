@@ -9,6 +9,8 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from transforms.features import decode
 
 
@@ -67,7 +69,9 @@ class FeatureStore:
             out[row.row_key] = FeatureRow(row.row_key, values, stamps)
         return out
 
-    def read_direct(self, row_keys: Iterable[bytes], timeout_s: float) -> dict[bytes, FeatureRow]:
+    def read_direct(
+        self, row_keys: Iterable[bytes], timeout_s: float, column_range: tuple[str, str, str] | None = None
+    ) -> dict[bytes, FeatureRow]:
         """Same result as `read`, for the request path: the raw ReadRows stub on the client's own gRPC
         channel, one hard gRPC deadline and no retries (the caller's degradation ladder is the retry).
 
@@ -81,7 +85,14 @@ class FeatureStore:
         call, request_cls = self._direct()
         request = request_cls(table_name=self._table.name)
         request.rows.row_keys.extend(keys)
-        request.filter.cells_per_column_limit_filter = 1
+        if column_range is None:
+            request.filter.cells_per_column_limit_filter = 1
+        else:
+            request.filter.chain.filters.add().cells_per_column_limit_filter = 1
+            columns = request.filter.chain.filters.add().column_range_filter
+            columns.family_name = column_range[0]
+            columns.start_qualifier_closed = column_range[1].encode()
+            columns.end_qualifier_closed = column_range[2].encode()
         out: dict[bytes, FeatureRow] = {}
         values: dict[str, dict[str, Any]] = {}
         stamps: dict[str, dict[str, int]] = {}
@@ -104,7 +115,7 @@ class FeatureStore:
                     raw = parts[0] if len(parts) == 1 else b"".join(parts)
                     parts = []
                     if column not in values[family]:  # cells_per_column_limit(1): first is newest
-                        values[family][column] = decode(raw)
+                        values[family][column] = orjson.loads(raw)  # same JSON as transforms.features
                 if chunk.commit_row:
                     out[row_key] = FeatureRow(row_key, values, stamps)
                     values, stamps = {}, {}

@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -118,6 +118,7 @@ class Recommender:
         self.shared, self.executor, self.metrics = shared, executor, metrics
         self.user_hash, self.wall_ms = user_hash, wall_ms
         self.last_known = LastKnown(settings.last_known_max_entries)
+        self.series_of = rerank.series_index(catalog)
 
     async def recommend(self, req: RecRequest) -> Recommendation:
         start = time.perf_counter()
@@ -149,11 +150,11 @@ class Recommender:
         }
         pool = blend_mod.blend(sources, self.s.blend, self.s.candidates)
         if rung in ("segment", "popularity", "catalog_default"):  # the list stands in for two-tower
-            pool = [dataclasses.replace(c, source=rung) if c.source == blend_mod.TWO_TOWER else c for c in pool]
+            pool = pool.relabel(blend_mod.TWO_TOWER, rung)
         t3 = time.perf_counter()
         stage.labels("blend").observe(t3 - t2)
 
-        ranked, ranking, item_cover = self._rerank(bundle, pool, u, cw, req, fallbacks)
+        ranked, ranking, item_cover, top = self._rerank(bundle, pool, u, cw, req, fallbacks)
         t4 = time.perf_counter()
         stage.labels("rerank").observe(t4 - t3)
 
@@ -161,7 +162,6 @@ class Recommender:
         nxt = None
         if req.context == "episode_end" and req.episode_id:
             nxt = rules.next_episode_to_watch(self.catalog, req.episode_id, done, req.country, now_ms)
-        top = ranked[0].score if ranked else 1.0
         picks = rules.apply_rules(
             ranked,
             catalog=self.catalog,
@@ -288,21 +288,24 @@ class Recommender:
         return out
 
     def _rerank(
-        self, bundle: ServingBundle, pool: list, u: Any, cw: dict, req: RecRequest, fallbacks: list[str]
-    ) -> tuple[list[rules.Ranked], str, float]:
-        items = self.shared.items(c.episode_id for c in pool)
-        cover = len(items) / len(pool) if pool else 1.0
+        self, bundle: ServingBundle, pool: blend_mod.Pool, u: Any, cw: dict, req: RecRequest, fallbacks: list[str]
+    ) -> tuple[Iterable[rules.Ranked], str, float, float]:
+        """(ranked candidates, ranking, item-feature coverage, top score)."""
+        items = self.shared.items(pool.episode_ids)
+        cover = len(items) / len(pool) if len(pool) else 1.0
         context_series = set(cw)
         if req.series_id:
             context_series.add(req.series_id)
         try:
             X = rerank.feature_matrix(
-                pool, user_features=u, item_features=items, catalog=self.catalog, context_series=context_series
+                pool, user_features=u, item_features=items, series_of=self.series_of, context_series=context_series
             )
-            return rerank.rank(pool, bundle.ranker.score(X)), "onnx", cover
+            scores = bundle.ranker.score(X)
+            ranked = rerank.rank(pool, scores)
+            return ranked, "onnx", cover, float(scores.max()) if len(scores) else 1.0
         except Exception:  # ranker failure: serve retrieval order, counted as a fallback
             fallbacks.append("ranker_error")
-            return rerank.retrieval_order(pool), "retrieval_order", cover
+            return rerank.retrieval_order(pool), "retrieval_order", cover, 1.0
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -20,14 +20,14 @@ A spec with a column not listed here is refused at bundle load (`check_spec`), n
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from cliffhanger.catalog import Catalog
 from models.ranker import DEFAULT_FEATURES, RankerFeatures
-from serving.blend import Candidate
+from serving.blend import Pool
 from serving.rules import Ranked
 
 SERVING_COLUMNS = frozenset(
@@ -42,8 +42,10 @@ SERVING_COLUMNS = frozenset(
     }
 )
 SERVING_SPEC = DEFAULT_FEATURES
-# Family `i` columns serving reads for items, in ItemFeatures order.
+# Family `i` columns serving reads for items, in this order; ITEM_COLUMN_RANGE (inclusive, sorted
+# qualifiers) covers them with a cheap server-side filter (4 of the 11 columns).
 ITEM_COLUMNS = ("plays_24h", "completion_rate_24h")
+ITEM_COLUMN_RANGE = ("i", "completion_rate_24h", "plays_24h")
 
 
 class RankerSpecError(ValueError):
@@ -61,53 +63,52 @@ def _num(value: Any) -> float:
 
 
 def feature_matrix(
-    candidates: Sequence[Candidate],
+    pool: Pool,
     *,
     user_features: Mapping[str, Any] | None,
     item_features: Mapping[str, tuple[float, float]],
-    catalog: Catalog,
+    series_of: Mapping[str, str],
     context_series: Collection[str],
     spec: RankerFeatures = SERVING_SPEC,
 ) -> np.ndarray:
-    """[len(candidates), spec.n_features] float32. Items without features get zeros (counted by the caller)."""
-    n = len(candidates)
+    """[len(pool), spec.n_features] float32. Items without features get zeros (counted by the caller)."""
+    n = len(pool)
+    ids = pool.episode_ids
     u = user_features or {}
     zero = (0.0, 0.0)
-    stats = np.array([item_features.get(c.episode_id, zero) for c in candidates], dtype=np.float32).reshape(n, 2)
-    same = np.fromiter(
-        (_series_of(catalog, c.episode_id) in context_series for c in candidates), dtype=np.float32, count=n
-    )
+    get_item, get_series = item_features.get, series_of.get
+    stats = np.array([get_item(e, zero) for e in ids], dtype=np.float32).reshape(n, 2)
+    same = np.array([get_series(e) in context_series for e in ids], dtype=np.float32)
     values = {
         "user_log_impressions": math.log1p(max(_num(u.get("impressions_7d")), 0.0)),
         "user_pos_rate": _num(u.get("completion_rate_7d")),
         "item_log_impressions": np.log1p(np.maximum(stats[:, 0], 0.0)),
         "item_pos_rate": stats[:, 1],
-        "retrieval_score": np.fromiter((c.retrieval_score for c in candidates), dtype=np.float32, count=n),
+        "retrieval_score": np.asarray(pool.retrieval_scores, dtype=np.float32),
         "ctx_same_series": same,
         "ctx_log_position": 0.0,
     }
     return spec.assemble({k: values[k] for k in spec.columns}, n)
 
 
-def _series_of(catalog: Catalog, episode_id: str) -> str | None:
-    try:
-        return catalog.episode(episode_id).series_id
-    except KeyError:
-        return None
+def series_index(catalog: Catalog) -> dict[str, str]:
+    """episode_id -> series_id for the whole catalog (built once; a dict read per candidate after)."""
+    return {e.episode_id: e.series_id for e in catalog.episodes()}
 
 
-def rank(candidates: Sequence[Candidate], scores: np.ndarray) -> list[Ranked]:
-    """Candidates by descending score (ties keep pool order)."""
+def rank(pool: Pool, scores: np.ndarray) -> Iterator[Ranked]:
+    """Candidates by descending score (ties keep pool order), lazily: the rules usually stop after a few
+    dozen, so the other ~450 Ranked objects are never built."""
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    if scores.shape[0] != len(candidates) or not np.all(np.isfinite(scores)):
+    if scores.shape[0] != len(pool) or not np.all(np.isfinite(scores)):
         raise ValueError(
-            f"ranker returned {scores.shape[0]} scores (finite: {np.isfinite(scores).all()}) "
-            f"for {len(candidates)} candidates"
+            f"ranker returned {scores.shape[0]} scores (finite: {np.isfinite(scores).all()}) for {len(pool)} candidates"
         )
-    order = np.argsort(-scores, kind="stable")
-    return [Ranked(candidates[i].episode_id, float(scores[i]), candidates[i].source) for i in order.tolist()]
+    order = np.argsort(-scores, kind="stable").tolist()
+    values, ids, sources = scores.tolist(), pool.episode_ids, pool.sources
+    return (Ranked(ids[i], values[i], sources[i]) for i in order)
 
 
-def retrieval_order(candidates: Sequence[Candidate]) -> list[Ranked]:
+def retrieval_order(pool: Pool) -> Iterator[Ranked]:
     """The degraded rung: pool order, scored by retrieval score."""
-    return [Ranked(c.episode_id, c.retrieval_score, c.source) for c in candidates]
+    return map(Ranked, pool.episode_ids, pool.retrieval_scores, pool.sources)

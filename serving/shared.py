@@ -27,11 +27,11 @@ from concurrent.futures import Executor
 
 from serving.feature_store import FeatureRow, FeatureStore
 from serving.metrics import Metrics
-from serving.rerank import ITEM_COLUMNS
+from serving.rerank import ITEM_COLUMN_RANGE, ITEM_COLUMNS
 from transforms import rowkeys
 
 log = logging.getLogger(__name__)
-BATCH = 500
+BATCH = 200  # rows per background read: short GIL slices for the request path
 
 
 class SharedRows:
@@ -105,12 +105,15 @@ class SharedRows:
         """Read every tracked key older than ttl (in batches). False if a read failed (counted, logged)."""
         now = self._clock()
         due = [k for k, t in self._fetched.items() if now - t >= self.ttl_s]
+        episodes = [k for k in due if k.startswith(b"e#")]
+        others = [k for k in due if not k.startswith(b"e#")]
         loop = asyncio.get_running_loop()
-        for start in range(0, len(due), BATCH):
-            batch = due[start : start + BATCH]
+        batches = [(others[i : i + BATCH], None) for i in range(0, len(others), BATCH)]
+        batches += [(episodes[i : i + BATCH], ITEM_COLUMN_RANGE) for i in range(0, len(episodes), BATCH)]
+        for batch, columns in batches:
             try:
                 rows = await asyncio.wait_for(
-                    loop.run_in_executor(self.executor, self.store.read_direct, batch, self.read_timeout_s),
+                    loop.run_in_executor(self.executor, self.store.read_direct, batch, self.read_timeout_s, columns),
                     self.read_timeout_s + 0.5,
                 )
             except Exception as exc:  # keep the previous values; counted, retried next cycle

@@ -36,7 +36,7 @@ def test_short_source_gives_its_share_to_the_others_and_duplicates_collapse() ->
     )
     ids = [c.episode_id for c in pool]
     assert len(ids) == len(set(ids)) == 20
-    assert Counter(c.source for c in pool) == {"two_tower": 19, "continue_watching": 1}
+    assert Counter(c.source for c in pool) == {"two_tower": 18, "continue_watching": 2}  # t0 is continue-watching
 
 
 def test_retrieval_scores_and_floor() -> None:
@@ -50,7 +50,7 @@ def test_retrieval_scores_and_floor() -> None:
 
 
 def test_pool_size_caps_and_empty_sources() -> None:
-    assert blend({}, {"two_tower": 1.0}, 10) == []
+    assert len(blend({}, {"two_tower": 1.0}, 10)) == 0
     assert len(blend({"two_tower": items("t", 600)}, {"two_tower": 1.0}, 500)) == 500
 
 

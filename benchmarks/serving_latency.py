@@ -1,0 +1,361 @@
+"""Serving latency: cache miss (full path), in-process cache hit and Varnish hit, at concurrency 1, 8, 32.
+
+    python -m benchmarks.serving_latency --out serving_latency.json [--png serving_latency.png]
+
+Set-up (all real components, loopback only):
+  * Bigtable + Pub/Sub emulators on free ports (cliffhanger.localstack), provisioned.
+  * A synthetic world (120 series, ~5,600 episodes, 500 users, 1 day of events); its events replayed
+    through the pipeline's feature definitions into user / episode / series / cohort rows.
+  * A bundle (untrained query tower, ScaNN, ONNX ranker; serving/devdata.py); 500-candidate lists per
+    user from that tower + index, segment and global popularity lists. Each base user's rows are
+    cloned under `--clones` more ids so that every cache-miss request is a distinct user.
+  * `python -m serving` (uvicorn, one process) and Varnish with infra/varnish/default.vcl in front.
+
+Modes (each a bounded number of requests AND a time cap, per concurrency level):
+  miss     a user not requested before: full path (user-row read, blend, rerank 500, rules)
+  hit      the same few users again: answered from the in-process cache (X-Serving-Cache hit/stale)
+  varnish  the same URLs through Varnish: answered at the edge (X-Cache HIT)
+
+Load generator: asyncio workers on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
+request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms more client CPU per
+request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
+Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average) and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CONCURRENCY = (1, 8, 32)
+MODES = ("miss", "hit", "varnish")
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection; GET -> (status, headers lower-cased, body)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, headers, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class HttpxClient:
+    def __init__(self, port: int) -> None:
+        import httpx
+
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        r = await self.client.get(path)
+        return r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def run_phase(port: int, paths, concurrency: int, max_requests: int, max_s: float, client_kind: str, check):
+    """`paths` is an iterator of request paths; returns (latencies_ms, errors, elapsed_s, tags)."""
+    latencies: list[float] = []
+    errors: Counter = Counter()
+    tags: Counter = Counter()
+    issued = 0
+    deadline = time.perf_counter() + max_s
+    cls = RawClient if client_kind == "raw" else HttpxClient
+
+    async def worker() -> None:
+        nonlocal issued
+        client = cls(port)
+        try:
+            while issued < max_requests and time.perf_counter() < deadline:
+                issued += 1
+                path = next(paths)
+                start = time.perf_counter()
+                status, headers, body = await client.get(path)
+                latencies.append((time.perf_counter() - start) * 1000)
+                problem, tag = check(status, headers, body)
+                tags[tag] += 1
+                if problem:
+                    errors[problem] += 1
+        finally:
+            await client.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - start, tags
+
+
+def _check_miss(status, headers, body):
+    if status != 200:
+        return f"status {status}", "error"
+    rung = json.loads(body)["rung"]
+    cache = headers.get("x-serving-cache", "")
+    return (None if cache == "miss" else f"cache {cache}"), rung
+
+
+def _check_hit(status, headers, body):
+    cache = headers.get("x-serving-cache", "")
+    return (None if status == 200 and cache in ("hit", "stale") else f"{status} {cache}"), cache
+
+
+def _check_varnish(status, headers, body):
+    x = headers.get("x-cache", "")
+    return (None if status == 200 and x == "HIT" else f"{status} {x}"), x
+
+
+def build_world(workdir: str, stack, n_users: int, clones: int, list_len: int) -> dict:
+    from cliffhanger.synth import generate
+    from models.bundle import load_bundle
+    from serving import devdata
+    from transforms.bigtable_sink import BigtableTarget
+
+    g = generate(11, "default", n_users=n_users, days=1)
+    catalog = g.world.catalog
+    catalog_path = os.path.join(workdir, "catalog.json")
+    catalog.save(catalog_path)
+    users = {u.user_id: u for u in g.world.users}
+    artifacts = devdata.build_artifacts(os.path.join(workdir, "artifacts"), catalog, list(users))
+    root = os.path.join(workdir, "bundles")
+    version = devdata.publish_bundle(root, artifacts, version="bench-v1")
+    bundle = load_bundle(root)
+    events = [m.event for m in g.events]
+    updates = devdata.replay_updates(events, catalog)
+    feats = {u.row_key.decode().rsplit("#", 1)[1]: u.decoded() for u in updates if u.family == "u"}
+    clone_map = {f"{uid}-c{k}": uid for uid in feats for k in range(clones)}
+    s = stack.settings
+    target = BigtableTarget(s.project, s.bigtable_instance, "features")
+    devdata.seed_features(target, updates, clones=clone_map)
+    lists = devdata.user_lists(bundle, feats, {u: (users[u].country, users[u].device) for u in feats}, k=list_len)
+    all_lists = {**lists, **{new: lists[src] for new, src in clone_map.items()}}
+    from serving import candidates as cand_mod
+
+    rows = [(cand_mod.user_row(u), version, int(time.time() * 1000), items) for u, items in all_lists.items()]
+    segs = devdata.popularity_lists(events, k=list_len)
+    rows += [
+        (cand_mod.global_row() if seg is None else cand_mod.segment_row(*seg), version, int(time.time() * 1000), it)
+        for seg, it in segs.items()
+    ]
+    cand_mod.write_candidate_lists(target.open_table(), rows, batch=100)
+    ctx = {u: (users[u.split("-c")[0]].country, users[u.split("-c")[0]].device) for u in all_lists}
+    return {"root": root, "catalog": catalog_path, "users": sorted(all_lists), "ctx": ctx, "version": version}
+
+
+def start_server(stack, world: dict, port: int, log_path: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        **stack.env(),
+        "CLIFFHANGER_BUNDLE_ROOT": world["root"],
+        "CLIFFHANGER_CATALOG": world["catalog"],
+        "CLIFFHANGER_EDGE_KEY_SECRET": os.environ.get("CLIFFHANGER_EDGE_KEY_SECRET", "bench-secret"),
+        "CLIFFHANGER_CANDIDATES": "500",
+        "PYTHONPATH": str(REPO),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    log = open(log_path, "w")  # noqa: SIM115 - the server outlives this function
+    cmd = [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass  # still starting
+        time.sleep(0.2)
+    raise TimeoutError("server not ready")
+
+
+def summarize(lat: list[float], elapsed: float) -> dict[str, float]:
+    a = np.asarray(lat)
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "rps": len(a) / elapsed,
+    }
+
+
+def plot(samples: dict[str, list[float]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=False)
+    bins = np.logspace(-1.3, 2.2, 80)
+    for ax, c in zip(axes, CONCURRENCY, strict=True):
+        for mode in MODES:
+            lat = samples.get(f"{mode}_c{c}")
+            if lat:
+                ax.hist(lat, bins=bins, alpha=0.55, label=f"{mode} (p99 {np.percentile(lat, 99):.2f} ms)")
+        ax.set_xscale("log")
+        ax.set_title(f"concurrency {c}")
+        ax.set_xlabel("latency (ms, log)")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("requests")
+    fig.suptitle("Cliffhanger serving latency (2 cores shared by load generator and server)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def measure(port: int, varnish_port: int, world: dict, args) -> tuple[dict, dict]:
+    users = world["users"]
+    ctx = world["ctx"]
+
+    def path(u: str, n: int = 10) -> str:
+        country, device = ctx[u]
+        return f"/v1/users/{u}/recommendations?n={n}&country={country}&device={device}"
+
+    unique = iter(users)
+    miss_paths = (path(u) for u in unique)
+    warm = [path(u, 20) for u in users[-64:]]  # hit / varnish sets: distinct from every miss user (n=20)
+    # warm up: connections, code paths, both caches
+    await run_phase(port, (path(u, 30) for u in users[-200:-64]), 4, 136, 30, args.client, _check_miss)
+    for p in warm:
+        await run_phase(port, iter([p]), 1, 1, 5, args.client, lambda *a: (None, ""))
+        await run_phase(varnish_port, iter([p, p]), 1, 2, 5, args.client, lambda *a: (None, ""))
+    results: dict = {}
+    samples: dict = {}
+
+    def cycle(ps):
+        while True:
+            yield from ps
+
+    for c in CONCURRENCY:
+        plans = {
+            "miss": (port, miss_paths, _check_miss, args.miss_requests),
+            "hit": (port, cycle(warm[: max(8, c)]), _check_hit, args.requests),
+            "varnish": (varnish_port, cycle(warm[: max(8, c)]), _check_varnish, args.requests),
+        }
+        for mode in MODES:
+            p, paths, check, n = plans[mode]
+            if mode == "varnish":  # re-warm: the edge object may have aged past max-age + grace
+                for w in warm[: max(8, c)]:
+                    await run_phase(varnish_port, iter([w, w]), 1, 2, 5, args.client, lambda *a: (None, ""))
+            lat, errors, elapsed, tags = await run_phase(p, paths, c, n, args.max_s, args.client, check)
+            key = f"{mode}_c{c}"
+            for stat, value in summarize(lat, elapsed).items():
+                results[f"{key}_{stat}"] = round(value, 4)
+            results[f"{key}_requests"] = len(lat)
+            results[f"{key}_errors"] = dict(errors)
+            results[f"{key}_tags"] = dict(tags)
+            samples[key] = lat
+    return results, samples
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--png", default=None, help="histogram PNG (default: <out>.png)")
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--clones", type=int, default=8, help="copies of each user (distinct miss users)")
+    parser.add_argument("--requests", type=int, default=3000, help="per hit / varnish phase")
+    parser.add_argument("--miss-requests", type=int, default=1000, help="per miss phase")
+    parser.add_argument("--max-s", type=float, default=20.0, help="time cap per phase")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the server meanwhile")
+    parser.add_argument("--py-spy-out", default="serving_profile.txt")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from cliffhanger.config import Settings
+    from cliffhanger.localstack import LocalStack, free_port
+
+    workdir = tempfile.mkdtemp(prefix="serving-bench-")
+    stack = LocalStack(Settings(bigtable_port=free_port(), pubsub_port=free_port()))
+    server = None
+    try:
+        stack.start(timeout_s=60)
+        stack.provision()
+        stack.apply_env()
+        t0 = time.time()
+        world = build_world(workdir, stack, args.users, args.clones, list_len=500)
+        print(f"seeded {len(world['users'])} users in {time.time() - t0:.0f} s", flush=True)
+        port = free_port()
+        server = start_server(stack, world, port, os.path.join(workdir, "server.log"))
+        wait_ready(port, server)
+        edge = stack.start_varnish(backend=f"127.0.0.1:{port}")
+        load_before = os.getloadavg()
+        spy = None
+        if args.py_spy:  # profile the server while it is measured (py-spy is not a project dependency)
+            cmd = [args.py_spy, "record", "-p", str(server.pid), "-r", "200", "-f", "raw", "--nonblocking"]
+            spy = subprocess.Popen([*cmd, "-o", args.py_spy_out], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        results, samples = asyncio.run(measure(port, edge.listen_port, world, args))
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=30)
+        results.update(
+            {
+                "candidates_per_request": 500,
+                "client": args.client,
+                "cpus": os.cpu_count(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                "goals": {"miss_c8_p99_ms": 15.0, "hit_p99_ms": 2.0, "varnish_p99_ms": 1.0},
+            }
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        stack.stop()
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    png = args.png or os.path.splitext(args.out)[0] + ".png"
+    plot(samples, png)
+    print(f"\n{'mode':<8} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}  errors")
+    for mode in MODES:
+        for c in CONCURRENCY:
+            k = f"{mode}_c{c}"
+            print(
+                f"{mode:<8} {c:>3} {results[k + '_p50_ms']:>8.2f} {results[k + '_p99_ms']:>8.2f} "
+                f"{results[k + '_rps']:>8.0f} {results[k + '_requests']:>6}  {results[k + '_errors'] or ''}"
+            )
+    print(
+        f"load average before/after: {results['loadavg_before']} / {results['loadavg_after']}; wrote {args.out}, {png}"
+    )
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
