@@ -190,7 +190,7 @@ def start_server(stack, world: dict, port: int, log_path: str) -> subprocess.Pop
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
