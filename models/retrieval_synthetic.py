@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -93,16 +94,22 @@ def build_split(name: str, catalog: Catalog, events: list, stats: collections.Co
     return SyntheticSplit(split, _side_features(split, catalog, [e for _, (_, e) in chunks["train"]]), dict(stats))
 
 
-def _side_features(split: Split, catalog: Catalog, train_events: list) -> SideFeatures:
+def item_side_features(item_ids: Sequence[str], catalog: Catalog) -> dict[str, np.ndarray]:
+    """Candidate-tower features of catalog episodes: series_id [n] str, genres [n, G] multi-hot,
+    episode_number [n] float32 (row i is item_ids[i]); a new episode gets an embedding from these."""
     genre_index = {g: k for k, g in enumerate(GENRES)}
-    series = np.empty(split.n_items, dtype=object)
-    genres = np.zeros((split.n_items, len(GENRES)), dtype=np.float32)
-    number = np.zeros(split.n_items, dtype=np.float32)
-    for i, episode_id in enumerate(split.item_ids):
+    series = np.empty(len(item_ids), dtype=object)
+    genres = np.zeros((len(item_ids), len(GENRES)), dtype=np.float32)
+    number = np.zeros(len(item_ids), dtype=np.float32)
+    for i, episode_id in enumerate(item_ids):
         ep = catalog.episode(episode_id)
         series[i], number[i] = ep.series_id, ep.episode_number
         for g in catalog.genres(ep.series_id):
             genres[i, genre_index[g]] = 1.0
+    return {"series_id": series, "genres": genres, "episode_number": number}
+
+
+def _side_features(split: Split, catalog: Catalog, train_events: list) -> SideFeatures:
     train_context = {
         "country": np.array([e.country for e in train_events], dtype=object),
         "device": np.array([e.device for e in train_events], dtype=object),
@@ -122,8 +129,7 @@ def _side_features(split: Split, catalog: Catalog, train_events: list) -> SideFe
     for r, u in enumerate(user_rows):  # time order: the last write wins
         for key in user:
             user[key][u] = train_context[key][r]
-    item = {"series_id": series, "genres": genres, "episode_number": number}
-    return SideFeatures(item=item, user=user, train_context=train_context)
+    return SideFeatures(item=item_side_features(split.item_ids, catalog), user=user, train_context=train_context)
 
 
 def generate_world_split(seed: int, preset: str = "small") -> SyntheticSplit:

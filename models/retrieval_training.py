@@ -225,12 +225,17 @@ def fit_two_tower(
     side: SideFeatures | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    data: RetrievalData | None = None,
 ) -> tuple[FitResult, RetrievalData]:
-    """Train, evaluating valid Recall@20 after every epoch; restore the best epoch's weights."""
+    """Train, evaluating valid Recall@20 after every epoch; restore the best epoch's weights.
+
+    `data`: a prepared RetrievalData (e.g. models.pit_retrieval.PointInTimeData, whose query features
+    are point-in-time feature rows) instead of the default one built from split and side.
+    """
     start = time.perf_counter()
     tf_keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    data = RetrievalData(split, config, side)
+    data = data if data is not None else RetrievalData(split, config, side)
     model = TwoTowerModel(
         QueryTower(data.query_spec()), CandidateTower(data.candidate_spec()), config.temperature, config.logq_correction
     )
