@@ -203,7 +203,9 @@ class PointInTimeData(RetrievalData):
         return batch
 
 
-def query_embeddings(query_model: Any, contexts: Sequence[QueryContext], history_len: int, batch: int = 4096):
+def query_embeddings(
+    query_model: Any, contexts: Sequence[QueryContext], history_len: int, batch: int = 4096
+) -> np.ndarray:
     """[len(contexts), d] float32 from the in-memory query tower, inputs via query_inputs."""
     parts = [
         np.asarray(query_model(as_model_inputs(query_inputs(contexts[i : i + batch], history_len))))

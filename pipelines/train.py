@@ -6,7 +6,8 @@
 
 Steps (each a function in models/ or a composite in transforms/):
   1. training data   pipelines.training_data (Beam batch; BundleBasedDirectRunner locally): point-in-time
-                     examples, cut snapshots, dead letters
+                     examples, cut snapshots, dead letters, under <bundle-root>/.training-data/<version>/
+                     (kept as the bundle's lineage; metrics.json names it)
   2. two-tower       in-batch softmax on point-in-time queries (models/query_features); valid-selected epoch;
                      recall vs popularity on the time split
   3. query tower     SavedModel with the serving signature, reloaded and compared (gate query_tower_roundtrip)
@@ -21,14 +22,16 @@ Steps (each a function in models/ or a composite in transforms/):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from models.bundle import BundleGateError, BundleWriter
+from models.bundle import BundleGateError, BundleWriter, new_version
 from models.pit_retrieval import TrainingDataError
 from transforms.event_log import InputError
 
@@ -62,7 +65,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-ann-recall", type=float, default=0.95, help="ScaNN recall@10 gate vs brute force")
     p.add_argument("--version", help="bundle version name (default: UTC time + random suffix)")
-    p.add_argument("--work-dir", help="where the training examples go (default: a new temp dir)")
+    p.add_argument(
+        "--work-dir", help="where the training examples go (default: <bundle-root>/.training-data/<version>)"
+    )
     p.add_argument("--examples", help="reuse a finished training_data output prefix instead of running step 1")
     p.add_argument("--no-progress", action="store_true")
     known, beam_args = p.parse_known_args(argv)
@@ -90,15 +95,16 @@ def run(argv: list[str] | None = None) -> TrainResult:
     catalog = check_catalog(args.catalog)
     check_event_log(args.events)
     clock = _Clock()
-    work = args.work_dir or steps.scratch_dir()
-    prefix = args.examples or os.path.join(work, "examples")
+    version = args.version or new_version()
+    work = args.work_dir or _join(args.bundle_root, ".training-data", version)  # kept: the bundle's lineage
+    prefix = args.examples or _join(work, "examples")
 
     with clock.step("1/6 training data (Beam)"):
         if not args.examples:
             training_data.run(["--events", args.events, "--catalog", args.catalog, "--output", prefix, *beam_args])
         data = load_training_data(prefix)
         split = build_split(
-            os.path.basename(os.path.normpath(args.world or work)), catalog, data.examples, args.catalog
+            os.path.basename(os.path.normpath(args.world or args.events)), catalog, data.examples, args.catalog
         )
     with clock.step("2/6 two-tower"):
         config = TwoTowerConfig(
@@ -108,7 +114,7 @@ def run(argv: list[str] | None = None) -> TrainResult:
         retrieval = steps.fit_retrieval(
             split, item_side_features(split.item_ids, catalog), data, config, not args.no_progress
         )
-    writer = BundleWriter(args.bundle_root, MICRODRAMA_FEATURES.schema_hash, args.version)
+    writer = BundleWriter(args.bundle_root, MICRODRAMA_FEATURES.schema_hash, version)
     scratch = steps.scratch_dir()
     with clock.step("3/6 query tower"):
         tower_dir, roundtrip = steps.export_query_tower(retrieval, scratch)
@@ -170,6 +176,10 @@ def _metrics(args, data, retrieval, ranker_report, clock, prefix: str) -> dict[s
     }
 
 
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts]) if root.startswith("gs://") else os.path.join(root, *parts)
+
+
 def summary(result: TrainResult) -> str:
     m = result.metrics
     state = (
@@ -203,23 +213,18 @@ def summary(result: TrainResult) -> str:
 
 
 class _Clock:
+    """Labelled steps with their wall time, announced on stderr."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
-    def step(self, name: str):
-        clock = self
-
-        class _Step:
-            def __enter__(self):
-                print(f"[{name}] ...", file=sys.stderr, flush=True)
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.timings[name] = time.perf_counter() - self.start
-                print(f"[{name}] {clock.timings[name]:.1f}s", file=sys.stderr, flush=True)
-                return False
-
-        return _Step()
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        print(f"[{name}] ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+        print(f"[{name}] {self.timings[name]:.1f}s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

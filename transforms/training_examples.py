@@ -8,6 +8,7 @@ replay deduplicates exactly as the streaming pipeline's UserState does).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -173,7 +174,7 @@ class PointInTimeExamples(beam.PTransform):
         }
 
 
-def to_json_line(value) -> str:
+def to_json_line(value: Any) -> str:
     """Compact, key-sorted JSON (dataclass dead letters use their own to_json)."""
     if hasattr(value, "to_json"):
         return value.to_json()
