@@ -62,6 +62,8 @@ FEATURE_CHANGES_TOPIC = "feature-changes"
 CATALOG_TOPIC = "catalog"
 RETRAIN_TOPIC = "retrain"
 PURGE_DEAD_LETTER_TOPIC = "purge-dead-letter"
+CANDIDATE_CHANGES_TOPIC = "candidate-changes"
+CANDIDATES_DEAD_LETTER_TOPIC = "candidates-dead-letter"
 
 EVENTS_SUBSCRIPTION = "events-features"
 EVENTS_DEAD_LETTER_SUBSCRIPTION = "events-dead-letter-inspect"
@@ -69,6 +71,9 @@ FEATURE_CHANGES_SUBSCRIPTION = "feature-changes-invalidation"
 CATALOG_SUBSCRIPTION = "catalog-invalidation"
 RETRAIN_SUBSCRIPTION = "retrain-trainer"
 PURGE_DEAD_LETTER_SUBSCRIPTION = "purge-dead-letter-inspect"
+FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION = "feature-changes-candidates"
+CANDIDATE_CHANGES_SUBSCRIPTION = "candidate-changes-invalidation"
+CANDIDATES_DEAD_LETTER_SUBSCRIPTION = "candidates-dead-letter-inspect"
 
 FEATURES_TABLE = "features"
 
@@ -79,6 +84,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic(CATALOG_TOPIC, "catalog events: episode drops, series updates, licensing changes"),
     Topic(RETRAIN_TOPIC, "requests to run the batch training pipeline"),
     Topic(PURGE_DEAD_LETTER_TOPIC, "edge purges that kept failing"),
+    Topic(CANDIDATE_CHANGES_TOPIC, "notices from the candidates pipeline that a user's candidate list was rewritten"),
+    Topic(CANDIDATES_DEAD_LETTER_TOPIC, "change notices the candidates pipeline could not parse, with the reason"),
 )
 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
@@ -88,6 +95,9 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(CATALOG_SUBSCRIPTION, CATALOG_TOPIC),
     Subscription(RETRAIN_SUBSCRIPTION, RETRAIN_TOPIC),
     Subscription(PURGE_DEAD_LETTER_SUBSCRIPTION, PURGE_DEAD_LETTER_TOPIC),
+    Subscription(FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION, FEATURE_CHANGES_TOPIC),
+    Subscription(CANDIDATE_CHANGES_SUBSCRIPTION, CANDIDATE_CHANGES_TOPIC),
+    Subscription(CANDIDATES_DEAD_LETTER_SUBSCRIPTION, CANDIDATES_DEAD_LETTER_TOPIC),
 )
 
 TABLES: tuple[Table, ...] = (

@@ -15,6 +15,7 @@ order on every runner, so a slower, older write can never land after a newer one
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 
@@ -36,8 +37,12 @@ ACCEPTED = "accepted"
 CHANGES = "changes"
 
 
+@functools.lru_cache(maxsize=4)
 def load_catalog(path: str) -> Catalog:
-    """Load catalog.json from a local or gs:// path (Beam FileSystems)."""
+    """Load catalog.json from a local or gs:// path (Beam FileSystems); once per process.
+
+    The DirectRunner deserializes DoFns and calls setup() for every bundle, so anything built in
+    setup() is cached per process (measured: re-parsing the catalog per bundle was the top cost)."""
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as handle:
@@ -90,14 +95,18 @@ class _SinkingDoFn(beam.DoFn):
 
 
 def user_change(user_id: str, state: UserState, accepted: list, session_before: str) -> ChangeNotice | None:
-    """A notice when what we would recommend to this user changed: an episode finished, a new session."""
+    """A notice when what we would recommend to this user changed: an episode finished, a new session.
+
+    It carries the country and device of the latest accepted event (the candidates pipeline's query
+    context; the user row does not store them)."""
     if any(e.event_type == "complete" for e in accepted):
         reason = "completed_episode"
     elif state.latest[3] != session_before:
         reason = "new_session"
     else:
         return None
-    return ChangeNotice("user", user_id, reason, state.applied, state.as_of_ms)
+    latest = max(accepted, key=lambda e: (e.event_time_ms, e.event_id))
+    return ChangeNotice("user", user_id, reason, state.applied, state.as_of_ms, latest.country, latest.device)
 
 
 @beam.typehints.with_input_types(tuple[str, list])

@@ -167,3 +167,18 @@ def test_episode_sliding_windows(tmp_path, minutes_ago, in_5m, in_1h):
                 ]
             ),
         )
+
+
+def test_user_change_carries_the_cohort_of_the_latest_accepted_event():
+    from transforms.compute_features import user_change
+
+    state = UserState()
+    evs = [
+        event("complete", t=T0 + 2_000, country="BR", device="android"),
+        event("play_start", t=T0, country="US", device="ios"),
+    ]
+    for e in evs:
+        state.apply(e)
+    notice = user_change("u000001", state, evs, session_before="")
+    assert (notice.reason, notice.country, notice.device) == ("completed_episode", "BR", "android")
+    assert notice.version == 2 and notice.event_time_ms == T0 + 2_000
