@@ -100,3 +100,93 @@ def ranker_matrix(
         "ctx_same_series": same_series,
     }
     return spec.assemble(values, n)
+
+
+# ------------------------------------------------------------- the same mapping, column-oriented
+# For callers that hold candidates as arrays (serving: catalog data and item stats kept in process
+# per episode), so 500 candidates cost array gathers instead of 500 `Candidate` objects.
+# `ranker_matrix_columns(u, cw, candidate_columns(cands))` equals `ranker_matrix(u, cw, cands)`
+# exactly (tests/models/test_ranker_features.py); change both together.
+
+ITEM_COLUMNS = ("plays_24h", "completion_rate_24h", "trending")  # family `i` columns the ranker reads
+
+
+def genre_weights(genres: Sequence[str]) -> np.ndarray:
+    """[G] float32: the candidate's genres multi-hot, normalised to sum 1 (a row of `_genre_matrix`)."""
+    index = {g: j for j, g in enumerate(GENRES)}
+    row = np.zeros(len(GENRES), dtype=np.float32)
+    for g in genres:
+        if g in index:
+            row[index[g]] = 1.0
+    n = row.sum()
+    if n:
+        row /= n
+    return row
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateColumns:
+    """n candidates, column by column (the fields of `Candidate`)."""
+
+    series_ids: Sequence[str]  # [n]
+    episode_numbers: np.ndarray  # [n] float32
+    genre_weights: np.ndarray  # [n, G] float32, rows from genre_weights()
+    retrieval_scores: np.ndarray  # [n] float32
+    item_stats: np.ndarray  # [n, len(ITEM_COLUMNS)] float32 in ITEM_COLUMNS order; zeros for a missing row
+
+
+def candidate_columns(candidates: Sequence[Candidate]) -> CandidateColumns:
+    """Candidate objects -> CandidateColumns (tests, and callers that already have objects)."""
+    n = len(candidates)
+    items = [c.item or {} for c in candidates]
+    return CandidateColumns(
+        series_ids=[c.series_id for c in candidates],
+        episode_numbers=np.asarray([c.episode_number for c in candidates], dtype=np.float32),
+        genre_weights=np.stack([genre_weights(c.genres) for c in candidates])
+        if n
+        else np.zeros((0, len(GENRES)), dtype=np.float32),
+        retrieval_scores=np.asarray([c.retrieval_score for c in candidates], dtype=np.float32),
+        item_stats=np.asarray(
+            [[float(it.get(col, 0.0)) for col in ITEM_COLUMNS] for it in items], dtype=np.float32
+        ).reshape(n, len(ITEM_COLUMNS)),
+    )
+
+
+def ranker_matrix_columns(
+    user_u: Mapping[str, Any] | None,
+    user_cw: Mapping[str, Mapping[str, Any]] | None,
+    cols: CandidateColumns,
+    spec: RankerFeatures = MICRODRAMA_FEATURES,
+) -> np.ndarray:
+    """[n, spec.n_features] float32, the values of `ranker_matrix` for the same candidates."""
+    u = user_u or {}
+    cw = user_cw or {}
+    n = len(cols.series_ids)
+    mix = np.asarray([float((u.get("genre_mix_30m") or {}).get(g, 0.0)) for g in GENRES], dtype=np.float32)
+    next_ep = np.zeros(n, dtype=np.float32)
+    same_series = np.zeros(n, dtype=np.float32)
+    if cw:
+        get = cw.get
+        for i, series_id in enumerate(cols.series_ids):
+            state = get(series_id)
+            if state:
+                same_series[i] = 1.0
+                want = state["episode_number"] + (1 if state.get("completed") else 0)
+                next_ep[i] = 1.0 if cols.episode_numbers[i] == want else 0.0
+    stats = cols.item_stats
+    values = {
+        "retrieval_score": cols.retrieval_scores,
+        "user_completion_rate_7d": float(u.get("completion_rate_7d", 0.0)),
+        "user_skip_rate_7d": float(u.get("skip_rate_7d", 0.0)),
+        "user_hover_skip_rate_7d": float(u.get("hover_skip_rate_7d", 0.0)),
+        "user_log_binge_depth": math.log1p(float(u.get("binge_depth", 0))),
+        "user_genre_affinity": cols.genre_weights @ mix if n else np.zeros(0, dtype=np.float32),
+        # contiguous copies: numpy's float32 log1p may take another (SIMD) path on strided views
+        "item_log_plays_24h": np.log1p(np.ascontiguousarray(stats[:, 0])),
+        "item_completion_rate_24h": np.ascontiguousarray(stats[:, 1]),
+        "item_log_trending": np.log1p(np.ascontiguousarray(stats[:, 2])),
+        "item_log_episode_number": np.log1p(np.asarray(cols.episode_numbers, dtype=np.float32)),
+        "ctx_is_next_episode": next_ep,
+        "ctx_same_series": same_series,
+    }
+    return spec.assemble(values, n)

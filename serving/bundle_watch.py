@@ -8,7 +8,8 @@
 A request reads `holder.current` ONCE and uses that object to the end, so requests in flight finish on
 the bundle they started with while new ones get the new bundle: the swap is one attribute assignment.
 Everything that can fail is done before the swap: `models.bundle.load_bundle` verifies checksums,
-version stamps and the feature-schema hash (serving's `RankerFeatures` spec), the query tower is
+version stamps and the feature-schema hash (serving builds `models.ranker_features.MICRODRAMA_FEATURES`,
+the spec the training pipeline stamps into its bundles), the query tower is
 loaded and run once, the ranker scores a full pool once. A refused version is logged with its reason,
 counted (`cliffhanger_bundle_refused_total{reason}`), remembered (not retried until CURRENT names
 another version) and the old bundle keeps serving.

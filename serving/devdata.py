@@ -1,6 +1,6 @@
 """A small but REAL serving world for tests, the benchmark and the demo: a bundle (an untrained query
-tower from models.two_tower, random item embeddings, a ScaNN index, an ONNX ranker exported through the
-parity gate) and Bigtable rows from replayed synthetic events (the same feature definitions and row
+tower from models.two_tower, random item embeddings, a ScaNN index, an ONNX ranker on the
+MICRODRAMA_FEATURES columns, fit to synthetic labels and exported through the parity gate) and Bigtable rows from replayed synthetic events (the same feature definitions and row
 updates the streaming pipeline writes), plus precomputed candidate lists.
 
     artifacts = build_artifacts(workdir, catalog, user_ids)          # slow part (TF, tf2onnx): once
@@ -66,9 +66,7 @@ def build_artifacts(workdir: str, catalog: Catalog, user_ids: Sequence[str], see
     tower = QueryTower(spec)
     tower_dir = os.path.join(workdir, "query_tower")
     export_tower(tower, tower_dir)
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((512, SERVING_SPEC.n_features)).astype(np.float32)
-    y = (X[:, SERVING_SPEC.columns.index("retrieval_score")] + 0.5 * X[:, 3] > 0).astype(np.float32)
+    X, y = synthetic_ranker_data(catalog, np.random.default_rng(seed))
     ranker = train_ranker(X, y, hidden=(16, 8), epochs=2, validation_fraction=0.0, seed=seed)
     onnx_path = export_ranker(
         ranker,
@@ -77,6 +75,55 @@ def build_artifacts(workdir: str, catalog: Catalog, user_ids: Sequence[str], see
         metadata={"feature_schema_hash": SERVING_SPEC.schema_hash},
     )
     return Artifacts(tower_dir, onnx_path, item_ids)
+
+
+def synthetic_ranker_data(catalog: Catalog, rng: np.random.Generator, n_users: int = 64, per_user: int = 8):
+    """(X [n_users * per_user, f] float32, y [n] float32): random users, continue-watching rows and
+    episode stats over the catalog, mapped to ranker columns by THE mapping
+    (`models.ranker_features.ranker_matrix`, SERVING_SPEC = MICRODRAMA_FEATURES), so the ranker's
+    baked-in standardisation sees realistic value ranges. Labels are synthetic: a noisy rule favouring
+    the next episode, a high retrieval score and genre affinity."""
+    from models.ranker_features import Candidate, ranker_matrix
+
+    episodes = list(catalog.episodes())
+    blocks = []
+    for _ in range(n_users):
+        mix = {g: float(rng.random()) for g in rng.choice(GENRES, 2, replace=False)}
+        total = sum(mix.values()) or 1.0
+        user_u = {
+            "completion_rate_7d": float(rng.random()),
+            "skip_rate_7d": float(rng.random()),
+            "hover_skip_rate_7d": float(rng.random()),
+            "binge_depth": int(rng.integers(0, 10)),
+            "genre_mix_30m": {g: v / total for g, v in mix.items()},
+        }
+        watching = [episodes[i] for i in rng.choice(len(episodes), min(3, len(episodes)), replace=False)]
+        user_cw = {
+            e.series_id: {"episode_number": e.episode_number, "completed": bool(rng.random() < 0.5)} for e in watching
+        }
+        picks = [episodes[i] for i in rng.integers(0, len(episodes), per_user)]
+        picks[0] = catalog.next_episode(watching[0].episode_id) or picks[0]  # some next-episode positives
+        cands = [
+            Candidate(
+                e.episode_id,
+                e.series_id,
+                e.episode_number,
+                catalog.genres(e.series_id),
+                float(rng.normal()),
+                {
+                    "plays_24h": int(rng.integers(0, 500)),
+                    "completion_rate_24h": float(rng.random()),
+                    "trending": float(rng.random() * 10),
+                },
+            )
+            for e in picks
+        ]
+        blocks.append(ranker_matrix(user_u, user_cw, cands, SERVING_SPEC))
+    X = np.concatenate(blocks)
+    col = SERVING_SPEC.columns.index
+    logit = X[:, col("retrieval_score")] + 2.0 * X[:, col("ctx_is_next_episode")] + X[:, col("user_genre_affinity")]
+    y = (logit + 0.5 * rng.standard_normal(len(X)) > 0.5).astype(np.float32)
+    return X, y
 
 
 def publish_bundle(root: str, artifacts: Artifacts, version: str, seed: int = 0, schema_hash: str | None = None) -> str:

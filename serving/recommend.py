@@ -118,7 +118,7 @@ class Recommender:
         self.shared, self.executor, self.metrics = shared, executor, metrics
         self.user_hash, self.wall_ms = user_hash, wall_ms
         self.last_known = LastKnown(settings.last_known_max_entries)
-        self.series_of = rerank.series_index(catalog)
+        self.episodes = rerank.EpisodeTable.from_catalog(catalog)
 
     async def recommend(self, req: RecRequest) -> Recommendation:
         start = time.perf_counter()
@@ -291,15 +291,10 @@ class Recommender:
         self, bundle: ServingBundle, pool: blend_mod.Pool, u: Any, cw: dict, req: RecRequest, fallbacks: list[str]
     ) -> tuple[Iterable[rules.Ranked], str, float, float]:
         """(ranked candidates, ranking, item-feature coverage, top score)."""
-        items = self.shared.items(pool.episode_ids)
-        cover = len(items) / len(pool) if len(pool) else 1.0
-        context_series = set(cw)
-        if req.series_id:
-            context_series.add(req.series_id)
-        try:
-            X = rerank.feature_matrix(
-                pool, user_features=u, item_features=items, series_of=self.series_of, context_series=context_series
-            )
+        stats, known = self.shared.item_stats(pool.episode_ids)
+        cover = float(known.mean()) if len(pool) else 1.0
+        try:  # the trainer's mapping (models.ranker_features): ctx_* columns come from cw, as in training
+            X = rerank.feature_matrix(pool, user_u=u, user_cw=cw, episodes=self.episodes, item_stats=stats)
             scores = bundle.ranker.score(X)
             ranked = rerank.rank(pool, scores)
             return ranked, "onnx", cover, float(scores.max()) if len(scores) else 1.0

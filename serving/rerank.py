@@ -1,51 +1,45 @@
-"""Rerank the candidate pool with the bundle's ONNX ranker: feature matrix [n, f] built through the
-ranker's `RankerFeatures` spec (so column order and the schema hash are the trainer's), vectorized.
+"""Rerank the candidate pool with the bundle's ONNX ranker. The feature matrix [n, f] is built by THE
+mapping the trainer uses, `models.ranker_features` (MICRODRAMA_FEATURES: column order, values and the
+schema hash the training pipeline stamps into its bundles), in its column-oriented form
+`ranker_matrix_columns`, which gives the same matrix as `ranker_matrix` without building 500 objects.
 
-Where each column of `models.ranker.DEFAULT_FEATURES` comes from at serving time:
+Where the inputs come from at serving time:
 
-    user_log_impressions  log1p(u.impressions_7d)                user row, family u
-    user_pos_rate         u.completion_rate_7d                   user row, family u
-    item_log_impressions  log1p(i.plays_24h)                     episode row, family i (item cache)
-    item_pos_rate         i.completion_rate_24h                  episode row, family i (item cache)
-    retrieval_score       two-tower score from the candidate list (blend gives other sources the floor)
-    ctx_same_series       1 if the candidate's series is the one just finished or one the user is watching
-    ctx_log_position      0: the slot is not known before ranking; score everyone as if at the top
-                          (the usual position-debiasing convention at inference)
+    user_u, user_cw        the user's row (families u, cw), read once per request
+    series, episode no.,   the catalog, per episode, built once (`EpisodeTable`)
+    genres
+    plays_24h, completion_ episode rows (family i), kept in process by serving/shared.py (`ItemStats`)
+    rate_24h, trending
+    retrieval_score        the candidate list / blend (blend gives other sources the floor)
 
-The trainer (models/ranker.py) fills these columns from KuaiRec labelled impressions; the serving
-proxies above are the closest streaming features (see the serving report for the skew this implies).
-A spec with a column not listed here is refused at bundle load (`check_spec`), never guessed.
+A spec with a column not in MICRODRAMA_FEATURES is refused at bundle load (`check_spec`), never guessed.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from cliffhanger.catalog import Catalog
-from models.ranker import DEFAULT_FEATURES, RankerFeatures
+from cliffhanger.catalog import GENRES, Catalog
+from models.ranker import RankerFeatures
+from models.ranker_features import (
+    ITEM_COLUMNS,
+    MICRODRAMA_FEATURES,
+    CandidateColumns,
+    genre_weights,
+    ranker_matrix_columns,
+)
 from serving.blend import Pool
 from serving.rules import Ranked
 
-SERVING_COLUMNS = frozenset(
-    {
-        "user_log_impressions",
-        "user_pos_rate",
-        "item_log_impressions",
-        "item_pos_rate",
-        "retrieval_score",
-        "ctx_same_series",
-        "ctx_log_position",
-    }
-)
-SERVING_SPEC = DEFAULT_FEATURES
-# Family `i` columns serving reads for items, in this order; ITEM_COLUMN_RANGE (inclusive, sorted
-# qualifiers) covers them with a cheap server-side filter (4 of the 11 columns).
-ITEM_COLUMNS = ("plays_24h", "completion_rate_24h")
-ITEM_COLUMN_RANGE = ("i", "completion_rate_24h", "plays_24h")
+SERVING_SPEC = MICRODRAMA_FEATURES
+SERVING_COLUMNS = frozenset(SERVING_SPEC.columns)
+# Family `i` columns serving keeps per episode (ITEM_COLUMNS order); ITEM_COLUMN_RANGE (inclusive, sorted
+# qualifiers) covers them with a cheap server-side filter: 6 of the 11 columns, not the row.
+ITEM_COLUMN_RANGE = ("i", "completion_rate_24h", "trending")
+assert all(ITEM_COLUMN_RANGE[1] <= c <= ITEM_COLUMN_RANGE[2] for c in ITEM_COLUMNS)
 
 
 class RankerSpecError(ValueError):
@@ -58,42 +52,57 @@ def check_spec(spec: RankerFeatures) -> None:
         raise RankerSpecError(f"ranker expects feature columns serving does not build: {unknown}")
 
 
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+class EpisodeTable:
+    """The catalog's part of the ranker inputs, one row per episode (plus a last all-zero row for an
+    episode the catalog does not know: no series, episode 0, no genres)."""
+
+    def __init__(self, episode_ids: Sequence[str], series_ids: Sequence[str], numbers: Sequence[int], genres) -> None:
+        self.index = {e: i for i, e in enumerate(episode_ids)}
+        self.unknown = len(episode_ids)
+        self.series_ids = np.asarray([*series_ids, ""], dtype=object)
+        self.episode_numbers = np.asarray([*numbers, 0], dtype=np.float32)
+        rows = [genre_weights(g) for g in genres] + [np.zeros(len(GENRES), dtype=np.float32)]
+        self.genre_weights = np.stack(rows)
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> EpisodeTable:
+        eps = list(catalog.episodes())
+        genres = {s.series_id: s.genres for s in catalog}
+        return cls(
+            [e.episode_id for e in eps],
+            [e.series_id for e in eps],
+            [e.episode_number for e in eps],
+            [genres[e.series_id] for e in eps],
+        )
+
+    def columns(
+        self, episode_ids: Sequence[str], retrieval_scores: Sequence[float], item_stats: np.ndarray
+    ) -> CandidateColumns:
+        """item_stats: [n, len(ITEM_COLUMNS)] float32 for these episodes (zeros where unknown)."""
+        get, unknown = self.index.get, self.unknown
+        rows = np.fromiter((get(e, unknown) for e in episode_ids), dtype=np.int64, count=len(episode_ids))
+        return CandidateColumns(
+            series_ids=self.series_ids[rows].tolist(),
+            episode_numbers=self.episode_numbers[rows],
+            genre_weights=self.genre_weights[rows],
+            retrieval_scores=np.asarray(retrieval_scores, dtype=np.float32),
+            item_stats=np.asarray(item_stats, dtype=np.float32).reshape(len(episode_ids), len(ITEM_COLUMNS)),
+        )
 
 
 def feature_matrix(
     pool: Pool,
     *,
-    user_features: Mapping[str, Any] | None,
-    item_features: Mapping[str, tuple[float, float]],
-    series_of: Mapping[str, str],
-    context_series: Collection[str],
+    user_u: Mapping[str, Any] | None,
+    user_cw: Mapping[str, Mapping[str, Any]] | None,
+    episodes: EpisodeTable,
+    item_stats: np.ndarray,
     spec: RankerFeatures = SERVING_SPEC,
 ) -> np.ndarray:
-    """[len(pool), spec.n_features] float32. Items without features get zeros (counted by the caller)."""
-    n = len(pool)
-    ids = pool.episode_ids
-    u = user_features or {}
-    zero = (0.0, 0.0)
-    get_item, get_series = item_features.get, series_of.get
-    stats = np.array([get_item(e, zero) for e in ids], dtype=np.float32).reshape(n, 2)
-    same = np.array([get_series(e) in context_series for e in ids], dtype=np.float32)
-    values = {
-        "user_log_impressions": math.log1p(max(_num(u.get("impressions_7d")), 0.0)),
-        "user_pos_rate": _num(u.get("completion_rate_7d")),
-        "item_log_impressions": np.log1p(np.maximum(stats[:, 0], 0.0)),
-        "item_pos_rate": stats[:, 1],
-        "retrieval_score": np.asarray(pool.retrieval_scores, dtype=np.float32),
-        "ctx_same_series": same,
-        "ctx_log_position": 0.0,
-    }
-    return spec.assemble({k: values[k] for k in spec.columns}, n)
-
-
-def series_index(catalog: Catalog) -> dict[str, str]:
-    """episode_id -> series_id for the whole catalog (built once; a dict read per candidate after)."""
-    return {e.episode_id: e.series_id for e in catalog.episodes()}
+    """[len(pool), spec.n_features] float32. Items without features have zero stats (the caller counts them)."""
+    return ranker_matrix_columns(
+        user_u, user_cw, episodes.columns(pool.episode_ids, pool.retrieval_scores, item_stats), spec
+    )
 
 
 def rank(pool: Pool, scores: np.ndarray) -> Iterator[Ranked]:

@@ -10,10 +10,14 @@ per-process copy refreshed every `ttl_s` is both cheaper and as fresh as the pip
     shared.track(keys)                 # rows to keep fresh (all catalog episodes, segments, cohorts)
     task = shared.start()              # background refresher
     shared.row(key) -> FeatureRow | None       # never blocks; unknown keys are tracked and fetched soon
-    shared.items(episode_ids) -> {episode_id: (plays_24h, completion_rate_24h)}
+    stats, known = shared.item_stats(episode_ids)   # [n, 3] float32 in ranker_features.ITEM_COLUMNS order
 
 Failures of the refresher are counted (`cliffhanger_shared_rows_refresh_total{result="error"}`) and
 the previous values stay (served stale; `age_ms()` tells by how much).
+
+Episode features are kept column-filtered (ITEM_COLUMN_RANGE: 6 of the family's 11 columns are read)
+in one float32 array (`ItemStats`), so the request path gathers 500 candidates' stats with one dict
+lookup each and one fancy index, no per-candidate tuples.
 """
 
 from __future__ import annotations
@@ -25,13 +29,47 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
+import numpy as np
+
+from models.ranker_features import ITEM_COLUMNS
 from serving.feature_store import FeatureRow, FeatureStore
 from serving.metrics import Metrics
-from serving.rerank import ITEM_COLUMN_RANGE, ITEM_COLUMNS
+from serving.rerank import ITEM_COLUMN_RANGE
 from transforms import rowkeys
 
 log = logging.getLogger(__name__)
 BATCH = 200  # rows per background read: short GIL slices for the request path
+
+
+class ItemStats:
+    """Per-episode family-`i` values as one float32 array [episodes + 1, len(ITEM_COLUMNS)]; row 0 is
+    all zeros and stands for an episode not read yet. Updated by the refresher, read by requests (both
+    on the event loop, so no lock)."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._stats = np.zeros((1, len(ITEM_COLUMNS)), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def update(self, episode_ids: list[str], stats: np.ndarray) -> None:
+        """stats: [len(episode_ids), len(ITEM_COLUMNS)], ITEM_COLUMNS order."""
+        new = [e for e in dict.fromkeys(episode_ids) if e not in self._index]
+        if new:
+            base = len(self._stats)
+            self._index.update((e, base + i) for i, e in enumerate(new))
+            grown = np.zeros((base + len(new), len(ITEM_COLUMNS)), dtype=np.float32)
+            grown[:base] = self._stats
+            self._stats = grown
+        rows = [self._index[e] for e in episode_ids]
+        self._stats[rows] = np.asarray(stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS))
+
+    def lookup(self, episode_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """([n, len(ITEM_COLUMNS)] float32 with zeros for unknown episodes, known [n] bool)."""
+        get = self._index.get
+        rows = np.fromiter((get(e, 0) for e in episode_ids), dtype=np.int64, count=len(episode_ids))
+        return self._stats[rows], rows > 0
 
 
 class SharedRows:
@@ -50,7 +88,7 @@ class SharedRows:
         self.ttl_s, self.read_timeout_s = ttl_s, read_timeout_s
         self._clock, self._wall_ms = clock, wall_ms
         self._rows: dict[bytes, FeatureRow | None] = {}
-        self._items: dict[str, tuple[float, float]] = {}
+        self._items = ItemStats()
         self._fetched: dict[bytes, float] = {}  # key -> monotonic time of its last successful read
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -74,32 +112,29 @@ class SharedRows:
             self.track([key])
         return self._rows.get(key)
 
-    def items(self, episode_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
-        """Known features of these episodes; unknown ones are tracked for the next refresh."""
-        out, unknown = {}, []
-        items = self._items
-        for eid in episode_ids:
-            stats = items.get(eid)
-            if stats is None:
-                unknown.append(eid)
-            else:
-                out[eid] = stats
-        if unknown:
-            self.track_episodes(unknown)
-        return out
+    def item_stats(self, episode_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(stats [n, len(ITEM_COLUMNS)] float32, known [n] bool) for these episodes; stats of unknown
+        ones are zeros, and they are tracked for the next refresh."""
+        stats, known = self._items.lookup(episode_ids)
+        if not known.all():
+            self.track_episodes(e for e, k in zip(episode_ids, known.tolist(), strict=True) if not k)
+        return stats, known
 
     def age_ms(self) -> int | None:
         return None if not self.last_success_ms else max(0, self._wall_ms() - self.last_success_ms)
 
     def _store(self, keys: list[bytes], rows: dict[bytes, FeatureRow], now: float) -> None:
+        episodes, stats = [], []
         for key in keys:
             row = rows.get(key)
             self._rows[key] = row
             self._fetched[key] = now
             if key.startswith(b"e#"):  # an absent episode row is known too: nobody played it yet
                 i = row.values.get("i", {}) if row is not None else {}
-                _, episode_id = rowkeys.parse_key(key)
-                self._items[episode_id] = tuple(float(i.get(c) or 0.0) for c in ITEM_COLUMNS)
+                episodes.append(rowkeys.parse_key(key)[1])
+                stats.append([float(i.get(c) or 0.0) for c in ITEM_COLUMNS])
+        if episodes:
+            self._items.update(episodes, np.asarray(stats, dtype=np.float32))
 
     async def refresh_due(self) -> bool:
         """Read every tracked key older than ttl (in batches). False if a read failed (counted, logged)."""

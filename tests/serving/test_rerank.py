@@ -1,4 +1,5 @@
-"""Rerank features through the ranker's spec: column order, values, defaults; ranking and its failure modes."""
+"""Rerank features through the trainer's mapping (models.ranker_features, MICRODRAMA_FEATURES): column
+order, values, defaults, parity with `ranker_matrix`; ranking and its failure modes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import numpy as np
 import pytest
 
 from models.ranker import RankerFeatures
+from models.ranker_features import ITEM_COLUMNS, MICRODRAMA_FEATURES, ranker_matrix
+from models.ranker_features import Candidate as RankerCandidate
 from serving.blend import Candidate, Pool
 from serving.rerank import (
     SERVING_SPEC,
+    EpisodeTable,
     RankerSpecError,
     check_spec,
     feature_matrix,
     rank,
     retrieval_order,
-    series_index,
 )
+from serving.shared import ItemStats
 from tests.factories import catalog
 
 POOL = Pool.of(
@@ -27,38 +31,98 @@ POOL = Pool.of(
         Candidate("unknown-ep", "two_tower", 0.5),
     ]
 )
+COL = {name: j for j, name in enumerate(SERVING_SPEC.columns)}
+
+
+def _stats(rows: dict[str, dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    store = ItemStats()
+    store.update(list(rows), np.asarray([[float(r.get(c, 0.0)) for c in ITEM_COLUMNS] for r in rows.values()]))
+    return store.lookup(ids)
+
+
+def test_serving_builds_the_trainers_spec() -> None:
+    assert SERVING_SPEC == MICRODRAMA_FEATURES  # bundles from pipelines/train.py carry its schema hash
 
 
 def test_feature_matrix_follows_the_spec() -> None:
+    stats, known = _stats(
+        {"s0001e002": {"plays_24h": 99, "completion_rate_24h": 0.5, "trending": 3.0}}, POOL.episode_ids
+    )
+    assert known.tolist() == [True, False, False]
     X = feature_matrix(
         POOL,
-        user_features={"impressions_7d": 9, "completion_rate_7d": 0.25},
-        item_features={"s0001e002": (99.0, 0.5), "s0002e001": (0.0, 0.0)},
-        series_of=series_index(catalog()),
-        context_series={"s0001"},
+        user_u={"completion_rate_7d": 0.25, "binge_depth": 2, "genre_mix_30m": {"thriller": 1.0}},
+        user_cw={"s0001": {"episode_number": 1, "completed": True}},
+        episodes=EpisodeTable.from_catalog(catalog()),
+        item_stats=stats,
     )
     assert X.shape == (3, SERVING_SPEC.n_features) and X.dtype == np.float32
-    col = {name: X[:, j] for j, name in enumerate(SERVING_SPEC.columns)}
-    np.testing.assert_allclose(col["user_log_impressions"], math.log1p(9), rtol=1e-6)  # log1p(9) = 2.3026
-    np.testing.assert_allclose(col["user_pos_rate"], 0.25)
-    np.testing.assert_allclose(col["item_log_impressions"], [math.log(100), 0.0, 0.0], rtol=1e-6)
-    np.testing.assert_allclose(col["item_pos_rate"], [0.5, 0.0, 0.0])  # no item features -> zeros
+    col = {name: X[:, j] for name, j in COL.items()}
+    np.testing.assert_allclose(col["user_completion_rate_7d"], 0.25)
+    np.testing.assert_allclose(col["user_log_binge_depth"], math.log1p(2), rtol=1e-6)
+    np.testing.assert_allclose(col["item_log_plays_24h"], [math.log(100), 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(col["item_completion_rate_24h"], [0.5, 0.0, 0.0])  # no item row -> zeros
+    np.testing.assert_allclose(col["item_log_trending"], [math.log1p(3.0), 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(col["item_log_episode_number"], [math.log1p(2), math.log1p(1), 0.0], rtol=1e-6)
     np.testing.assert_allclose(col["retrieval_score"], [0.9, 0.1, 0.5])
+    np.testing.assert_array_equal(col["user_genre_affinity"], [0.0, 1.0, 0.0])  # s0002 is thriller only
     np.testing.assert_array_equal(col["ctx_same_series"], [1.0, 0.0, 0.0])
-    np.testing.assert_array_equal(col["ctx_log_position"], 0.0)
+    np.testing.assert_array_equal(col["ctx_is_next_episode"], [1.0, 0.0, 0.0])  # finished e001 -> e002 next
+
+
+def test_serving_matrix_equals_the_training_mapping() -> None:
+    """Training/serving parity: the trainer's ranker_matrix on Candidate objects built from the same
+    catalog and item rows gives the identical matrix."""
+    cat = catalog()
+    rng = np.random.default_rng(5)
+    ids = [e.episode_id for e in cat.episodes()]
+    pool = Pool.of([Candidate(ids[i], "two_tower", float(rng.normal())) for i in rng.integers(0, len(ids), 300)])
+    rows = {
+        e: {"plays_24h": float(rng.integers(0, 999)), "completion_rate_24h": float(rng.random()), "trending": 2.5}
+        for e in ids[::2]
+    }
+    user_u = {
+        "completion_rate_7d": 0.4,
+        "skip_rate_7d": 0.3,
+        "hover_skip_rate_7d": 0.2,
+        "binge_depth": 4,
+        "genre_mix_30m": {"romance": 0.7, "thriller": 0.3},
+    }
+    user_cw = {"s0002": {"episode_number": 3, "completed": False}, "s0001": {"episode_number": 4, "completed": True}}
+    stats, _ = _stats(rows, pool.episode_ids)
+    got = feature_matrix(
+        pool, user_u=user_u, user_cw=user_cw, episodes=EpisodeTable.from_catalog(cat), item_stats=stats
+    )
+    cands = []
+    for eid, score in zip(pool.episode_ids, pool.retrieval_scores, strict=True):
+        ep = cat.episode(eid)
+        cands.append(
+            RankerCandidate(eid, ep.series_id, ep.episode_number, cat.genres(ep.series_id), score, rows.get(eid))
+        )
+    np.testing.assert_array_equal(got, ranker_matrix(user_u, user_cw, cands))
 
 
 def test_new_user_gets_zero_user_columns() -> None:
+    stats, _ = _stats({}, POOL.episode_ids[:1])
     X = feature_matrix(
-        Pool.of(POOL[:1]), user_features=None, item_features={}, series_of=series_index(catalog()), context_series=set()
+        Pool.of(POOL[:1]), user_u=None, user_cw=None, episodes=EpisodeTable.from_catalog(catalog()), item_stats=stats
     )
-    assert X[0, SERVING_SPEC.columns.index("user_log_impressions")] == 0.0
+    assert X[0, COL["user_completion_rate_7d"]] == 0.0 and X[0, COL["ctx_same_series"]] == 0.0
 
 
 def test_spec_with_a_column_serving_cannot_build_is_refused() -> None:
     check_spec(SERVING_SPEC)
     with pytest.raises(RankerSpecError, match="watch_time_30d"):
         check_spec(RankerFeatures(columns=("retrieval_score", "watch_time_30d")))
+
+
+def test_item_stats_grow_update_and_mark_unknowns() -> None:
+    store = ItemStats()
+    store.update(["a", "b"], np.array([[1, 2, 3], [4, 5, 6]], np.float32))
+    store.update(["b", "c"], np.array([[7, 8, 9], [0, 0, 1]], np.float32))
+    stats, known = store.lookup(["c", "x", "b", "a"])
+    assert known.tolist() == [True, False, True, True] and len(store) == 3
+    np.testing.assert_array_equal(stats, [[0, 0, 1], [0, 0, 0], [7, 8, 9], [1, 2, 3]])
 
 
 def test_rank_orders_by_score_and_keeps_pool_order_on_ties() -> None:
@@ -78,13 +142,17 @@ def test_rank_refuses_bad_scores_so_the_caller_falls_back() -> None:
 def test_500_candidates_build_fast() -> None:
     import time
 
+    cat = catalog()
+    table = EpisodeTable.from_catalog(cat)
     pool = Pool.of([Candidate(f"s0001e00{i % 5 + 1}", "two_tower", float(i)) for i in range(500)])
-    items = {e: (10.0, 0.3) for e in pool.episode_ids}
+    rows = {e.episode_id: {"plays_24h": 10.0, "completion_rate_24h": 0.3, "trending": 1.0} for e in cat.episodes()}
+    store = ItemStats()
+    store.update(list(rows), np.asarray([[r[c] for c in ITEM_COLUMNS] for r in rows.values()], np.float32))
+    cw = {"s0001": {"episode_number": 2, "completed": True}}
     start = time.perf_counter()
     for _ in range(20):
-        X = feature_matrix(
-            pool, user_features={}, item_features=items, series_of=series_index(catalog()), context_series={"s0001"}
-        )
+        stats, _ = store.lookup(pool.episode_ids)
+        X = feature_matrix(pool, user_u={}, user_cw=cw, episodes=table, item_stats=stats)
     per_call_ms = (time.perf_counter() - start) * 1000 / 20
     assert X.shape == (500, SERVING_SPEC.n_features)
-    assert per_call_ms < 20, per_call_ms  # ~0.3 ms here; generous bound for a loaded 2-core machine
+    assert per_call_ms < 20, per_call_ms  # ~0.2 ms here; generous bound for a loaded 2-core machine
