@@ -11,14 +11,15 @@ one batched ScaNN search per call and batched `mutate_rows` writes. Writes are i
 timestamp is the notice's event time (see transforms/candidate_lists.py for why order takes care of
 itself).
 
-The DoFn holds the CURRENT model bundle, loaded in `setup()`; `start_bundle()` looks at CURRENT at most
-every `reload_check_s` seconds and swaps in a new version (a version that fails to load is logged,
-counted and not retried; the old one keeps working).
+The DoFn uses the CURRENT model bundle, loaded in `setup()` once per process (`_Models`);
+`start_bundle()` looks at CURRENT at most every `reload_check_s` seconds and swaps in a new version (a
+version that fails to load is logged, counted and not retried; the old one keeps working).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -101,6 +102,44 @@ class CoalesceNotices(beam.PTransform):
         return notices | beam.ParDo(_CoalescePerBundle())
 
 
+class _Models:
+    """One bundle root's loaded query tower + index, shared by every DoFn instance in the process: the
+    DirectRunner deserializes DoFns and calls setup() per bundle, and loading a SavedModel per bundle
+    would cost seconds. `checked` / `refused` throttle and remember CURRENT look-ups (see below)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.current: tuple[str, object, object] | None = None  # (version, encoder, index): swapped as one
+        self.checked = float("-inf")
+        self.refused: str | None = None
+        self.lock = threading.Lock()
+
+    def load(self, version: str) -> None:
+        import os
+
+        from models.bundle import load_bundle
+        from serving.retrieval import QueryEncoder
+
+        path = self.root if self.root.startswith("gs://") else os.path.join(self.root, "versions", version)
+        bundle = load_bundle(path, load_ranker=False)
+        if bundle.index is None:
+            raise RuntimeError(f"bundle {bundle.version} has no ScaNN index")
+        self.current = (bundle.version, QueryEncoder(bundle.load_query_tower()), bundle.index)
+
+    @property
+    def version(self) -> str | None:
+        return self.current[0] if self.current is not None else None
+
+
+_MODELS: dict[str, _Models] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _models(root: str) -> _Models:
+    with _MODELS_LOCK:
+        return _MODELS.setdefault(root, _Models(root))
+
+
 class _RefreshCandidatesFn(beam.DoFn):
     """A batch of user notices -> their lists rewritten in Bigtable; yields a `candidates_refreshed`
     notice per user once the batch's writes succeeded (a failed write fails the bundle: it is retried)."""
@@ -130,46 +169,38 @@ class _RefreshCandidatesFn(beam.DoFn):
 
         self._table = self._target.open_table()
         self._store = FeatureStore(self._table)
-        self._refused: str | None = None
-        version = current_version(self._root)
-        if version is None:
-            raise BundleError(f"no published model bundle at {self._root} (no CURRENT)")
-        self._load(version)
-        self._checked = self._clock()
-
-    def _load(self, version: str) -> None:
-        import os
-
-        from models.bundle import load_bundle
-        from serving.retrieval import QueryEncoder
-
-        path = self._root if self._root.startswith("gs://") else os.path.join(self._root, "versions", version)
-        bundle = load_bundle(path, load_ranker=False)
-        if bundle.index is None:
-            raise RuntimeError(f"bundle {bundle.version} has no ScaNN index")
-        self._encoder = QueryEncoder(bundle.load_query_tower())
-        self._index = bundle.index
-        self._version = bundle.version
+        self._models = _models(self._root)
+        with self._models.lock:
+            if self._models.version is None:
+                version = current_version(self._root)
+                if version is None:
+                    raise BundleError(f"no published model bundle at {self._root} (no CURRENT)")
+                self._models.load(version)
+                self._models.checked = self._clock()
 
     def start_bundle(self):
-        now = self._clock()
-        if now - self._checked < self._reload_check_s:
-            return
-        self._checked = now
-        from models.bundle import current_version
+        """Look at CURRENT at most every reload_check_s; swap in a new version, or keep the old one."""
+        m = self._models
+        with m.lock:
+            now = self._clock()
+            if now - m.checked < self._reload_check_s:
+                return
+            m.checked = now
+            from models.bundle import current_version
 
-        version = current_version(self._root)
-        if version is None or version in (self._version, self._refused):
-            return
-        try:
-            self._load(version)
-        except Exception as exc:  # a bad new bundle must not stop the lists: keep the old one, say why
-            self._refused = version
-            self._reload_failed.inc()
-            _LOG.error("candidates: refusing bundle %s (%s); still on %s", version, exc, self._version)
-            return
+            version = current_version(self._root)
+            if version is None or version in (m.version, m.refused):
+                return
+            previous = m.version
+            try:
+                m.load(version)
+            except Exception as exc:  # a bad new bundle must not stop the lists: keep the old one, say why
+                m.refused = version
+                self._reload_failed.inc()
+                _LOG.error("candidates: refusing bundle %s (%s); still on %s", version, exc, previous)
+                return
         self._reloads.inc()
-        _LOG.info("candidates: now on bundle %s", self._version)
+        _LOG.info("candidates: bundle %s -> %s", previous, version)
 
     def process(self, batch: tuple[ChangeNotice, ...]):
         from serving import candidates as cand_mod
@@ -185,11 +216,12 @@ class _RefreshCandidatesFn(beam.DoFn):
             if not (n.country and n.device):
                 self._no_cohort.inc()
             contexts.append(candidate_lists.query_context(n, row.values.get("u") if row is not None else None))
-        lists = candidate_lists.top_n(self._encoder, self._index, contexts, self._top_n)
+        version, encoder, index = self._models.current  # one consistent bundle for the whole batch
+        lists = candidate_lists.top_n(encoder, index, contexts, self._top_n)
         written = cand_mod.write_candidate_lists(
             self._table,
             [
-                (cand_mod.user_row(n.id), self._version, n.event_time_ms, items)
+                (cand_mod.user_row(n.id), version, n.event_time_ms, items)
                 for n, items in zip(notices, lists, strict=True)
             ],
         )

@@ -84,3 +84,49 @@ def test_licensing_filter_and_popularity_with_padding():
     pad = candidate_lists.first_episodes(cat, allowed, [e for e, _ in pop], 5)
     assert pad == [("s0001e001", 0.0), ("s0002e001", 0.0)]
     assert candidate_lists.filter_items([("x", 1.0), ("s0001e001", 0.5)], allowed, 1) == [("s0001e001", 0.5)]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Target:
+    def open_table(self):
+        return object()
+
+
+def test_bundle_hot_swap_is_throttled_and_a_bad_version_is_refused(tmp_path, monkeypatch):
+    from transforms import candidates as mod
+
+    loads = []
+
+    def fake_load(self, version):
+        loads.append(version)
+        if version == "bad":
+            raise RuntimeError("corrupt")
+        self.current = (version, f"encoder-{version}", f"index-{version}")
+
+    monkeypatch.setattr(mod._Models, "load", fake_load)
+    (tmp_path / "CURRENT").write_text("v1\n")
+    clock = _Clock()
+    fn = mod._RefreshCandidatesFn(str(tmp_path), _Target(), top_n=5, reload_check_s=10, clock=clock)
+    fn.setup()
+    fn.setup()  # the DirectRunner calls setup() per bundle: the process-wide models load once
+    assert loads == ["v1"]
+    (tmp_path / "CURRENT").write_text("v2\n")
+    clock.now = 5.0
+    fn.start_bundle()
+    assert fn._models.version == "v1"  # not looked at before reload_check_s
+    clock.now = 11.0
+    fn.start_bundle()
+    assert fn._models.version == "v2" and loads == ["v1", "v2"]
+    (tmp_path / "CURRENT").write_text("bad\n")
+    clock.now = 30.0
+    fn.start_bundle()
+    clock.now = 50.0
+    fn.start_bundle()
+    assert fn._models.version == "v2" and loads == ["v1", "v2", "bad"]  # refused once, not retried
