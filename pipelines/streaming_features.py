@@ -20,7 +20,7 @@ from cliffhanger import resources
 from pipelines.options import CliffhangerOptions, project_of, use_local_runner
 from transforms.bigtable_sink import BigtableTarget
 from transforms.compute_features import CHANGES, ComputeFeatures, PublishNotices
-from transforms.parse import DEAD_LETTER, EVENTS, ParseEvents, WriteDeadLetters, from_pubsub, with_event_time
+from transforms.parse import DEAD_LETTER, EVENTS, ParseEvents, WriteDeadLetters, with_event_time
 
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
@@ -48,7 +48,6 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         >> beam.io.ReadFromPubSub(
             subscription=f"projects/{project}/subscriptions/{known.subscription}", with_attributes=True
         )
-        | "WithArrivalTime" >> beam.Map(from_pubsub)
         | "ParseEvents" >> ParseEvents(flags.allowed_lateness_s, flags.max_clock_skew_s)
     )
     features = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 
 from transforms.feature_rows import RowUpdate
 
@@ -28,10 +29,17 @@ class BigtableTarget:
     table: str
 
     def open_table(self):
-        from google.cloud import bigtable
+        """A Table handle, one client per process and target (clients are thread-safe; the
+        DirectRunner calls DoFn.setup() per bundle, and a new gRPC channel per bundle is slow)."""
+        return _open_table(self)
 
-        client = bigtable.Client(project=self.project, admin=False)
-        return client.instance(self.instance).table(self.table)
+
+@functools.lru_cache(maxsize=8)
+def _open_table(target: BigtableTarget):
+    from google.cloud import bigtable
+
+    client = bigtable.Client(project=target.project, admin=False)
+    return client.instance(target.instance).table(target.table)
 
 
 class BigtableSink:
