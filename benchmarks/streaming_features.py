@@ -19,63 +19,19 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from cliffhanger import resources
 from cliffhanger.config import Settings
-from cliffhanger.events import parse_event
 from cliffhanger.localstack import LocalStack, free_port
+from cliffhanger.probes import CompletionProber, completion_samples
 from cliffhanger.synth import FaultKnobs, LogRecord, generate
 
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def _completion_samples(records: list[LogRecord], every: int) -> list[tuple[int, str, str, str]]:
-    """(index, user, episode, event_id) of `complete` events whose (user, episode) occurs once: its
-    done cell appears exactly when that event has been applied."""
-    parsed = []
-    counts: dict[tuple[str, str], int] = {}
-    for i, rec in enumerate(records):
-        try:
-            e = parse_event(rec.payload)
-        except ValueError:
-            continue
-        if e.event_type == "complete":
-            parsed.append((i, e))
-            counts[(e.user_id, e.episode_id)] = counts.get((e.user_id, e.episode_id), 0) + 1
-    unique = [(i, e.user_id, e.episode_id, e.event_id) for i, e in parsed if counts[(e.user_id, e.episode_id)] == 1]
-    return unique[::every]
-
-
-class Prober(threading.Thread):
-    """Watches sampled completions: (user_id, episode_id) -> first wall time its done cell was visible."""
-
-    def __init__(self, store, samples: list[tuple[int, str, str]], sent_by, poll_s: float):
-        """sent_by() -> how many messages have been published so far (only those samples are polled)."""
-        super().__init__(daemon=True)
-        self._store, self._samples, self._sent_by, self._poll_s = store, samples, sent_by, poll_s
-        self.seen: dict[tuple[str, str], float] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        from transforms.rowkeys import user_key
-
-        while not self.stop.is_set() and len(self.seen) < len(self._samples):
-            sent_by = self._sent_by()
-            due = [(u, ep) for i, u, ep in self._samples if i <= sent_by + 50 and (u, ep) not in self.seen][:400]
-            if due:
-                rows = self._store.read([user_key(u) for u, _ in due])
-                now = time.time()
-                for u, ep in due:
-                    row = rows.get(user_key(u))
-                    if row is not None and row.get("done", ep) is not None:
-                        self.seen[(u, ep)] = now
-            time.sleep(self._poll_s)
 
 
 def _records(messages) -> list[LogRecord]:
@@ -143,10 +99,12 @@ def run(argv: list[str] | None = None) -> dict:
         publish_log(backlog, resources.EVENTS_TOPIC, project, rate=None, speed=1e9, progress=False)
         # The DirectRunner's live metrics stop updating after the first bundle of a streaming job, so
         # progress is read where a user would see it: sampled completions appearing in Bigtable.
-        backlog_samples = _completion_samples(backlog, every=max(1, len(backlog) // 4000))
+        backlog_samples = completion_samples([r.payload for r in backlog], every=max(1, len(backlog) // 4000))
         result = streaming_features.run(["--catalog", str(catalog_path), "--project", project])
         try:
-            prober = Prober(store, [s[:3] for s in backlog_samples], lambda: len(backlog), args.poll_ms / 1000)
+            prober = CompletionProber(
+                store, [s[:3] for s in backlog_samples], lambda: len(backlog), args.poll_ms / 1000
+            )
             prober.start()
             prober.join(timeout=600)
             prober.stop.set()
@@ -160,12 +118,12 @@ def run(argv: list[str] | None = None) -> dict:
             time.sleep(2)
 
             print(f"phase 2: {n_fresh} messages at {args.rate:.0f}/s with a freshness prober ...", flush=True)
-            samples = _completion_samples(fresh, every=5)
+            samples = completion_samples([r.payload for r in fresh], every=5)
             # a sampled completion may already be in Bigtable from the backlog (same user, same episode)
             already = store.read([user_key(u) for _, u, _, _ in samples])
             samples = [s for s in samples if (r := already.get(user_key(s[1]))) is None or r.get("done", s[2]) is None]
             start = time.time()
-            prober = Prober(
+            prober = CompletionProber(
                 store, [s[:3] for s in samples], lambda: (time.time() - start) * args.rate, args.poll_ms / 1000
             )
             prober.start()
