@@ -13,6 +13,7 @@ before the hour is up. `fetches` counts requests that reached the origin (cache 
 
 from __future__ import annotations
 
+import http.client
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,3 +99,18 @@ def _handler(origin: BenchOrigin):
 def read_version(body: bytes) -> int:
     """The version in an answer body ('<key> v<n>')."""
     return int(body.rsplit(b" v", 1)[1])
+
+
+def edge_get(base_url: str, key: str, timeout_s: float = 2.0) -> tuple[str, int]:
+    """GET the bench answer for `key` through an edge at `base_url`: (X-Cache or '', version)."""
+    host, _, port = base_url.removeprefix("http://").rstrip("/").partition(":")
+    conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout_s)
+    try:
+        conn.request("GET", BenchOrigin.path(key))
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise OSError(f"GET {BenchOrigin.path(key)} via {base_url} answered {resp.status}")
+        return resp.getheader("X-Cache", ""), read_version(body)
+    finally:
+        conn.close()
