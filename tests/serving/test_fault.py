@@ -42,6 +42,16 @@ def test_bigtable_dies_mid_run_and_every_answer_is_200_from_a_lower_rung(
     warm = [(u, {**ctx[u], "n": 10}) for u in users]  # the last known rows of every user, in process
     healthy = asyncio.run(_fire(server.url, warm))
     assert all(status == 200 for status, _, _ in healthy)
+    # Precondition, not the property under test: every user's row read once. On a loaded machine a
+    # read can miss its 20 ms deadline (-> segment rung, correctly); ask those users again, one at a time.
+    for _ in range(3):
+        missing = [req for req, (_, _, body) in zip(warm, healthy, strict=True) if body["rung"] != "personalized"]
+        if not missing:
+            break
+        retried = dict(
+            zip((u for u, _ in missing), asyncio.run(_fire(server.url, missing, concurrency=1)), strict=True)
+        )
+        healthy = [retried.get(u, res) for (u, _), res in zip(warm, healthy, strict=True)]
     assert {body["rung"] for _, _, body in healthy} == {"personalized"}
 
     try:
