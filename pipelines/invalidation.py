@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--varnish_url", default=f"http://127.0.0.1:{os.environ.get(VARNISH_PORT_ENV, '6081')}", help="xkey Varnish"
     )
+    parser.add_argument(
+        "--origin_url",
+        default="",
+        help="serving API whose in-process cache is purged before Varnish (needs CLIFFHANGER_ADMIN_TOKEN)",
+    )
     parser.add_argument("--fastly_service_id", default="")
     parser.add_argument("--fastly_base_url", default=FASTLY_BASE_URL)
     parser.add_argument("--cloudflare_zone_id", default="")
@@ -62,7 +67,7 @@ def target_specs(known: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     for kind in [k.strip() for k in known.targets.split(",") if k.strip()]:
         try:
             if kind == purge_targets.VARNISH:
-                specs.append(purge_targets.varnish(known.varnish_url))
+                specs.append(purge_targets.varnish(known.varnish_url, origin_url=known.origin_url))
             elif kind == purge_targets.FASTLY:
                 specs.append(purge_targets.fastly(known.fastly_service_id, known.fastly_base_url))
             elif kind == purge_targets.CLOUDFLARE:

@@ -224,3 +224,48 @@ class CloudflarePurger:
 
     def close(self) -> None:
         self._http.close()
+
+
+class OriginCachePurger:
+    """The serving nodes' in-process answer cache: `POST /admin/purge {"keys": [...]}` with the admin
+    bearer token (CLIFFHANGER_ADMIN_TOKEN). Purged BEFORE the edge (see LayeredPurger)."""
+
+    name = "origin"
+    max_keys = VARNISH_MAX_KEYS
+    max_header_bytes: int | None = None
+
+    def __init__(self, url: str, token: str, timeout_s: float = 2.0) -> None:
+        self._token = token
+        self._http = _Http(url, timeout_s)
+
+    def purge(self, keys: Sequence[str]) -> int:
+        body = json.dumps({"keys": list(keys)}).encode()
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        status, resp_headers, data = self._http.request("POST", "/admin/purge", headers, body)
+        _raise_for(status, resp_headers, data, "origin purge")
+        return int(json.loads(data or b"{}").get("purged", -1))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class LayeredPurger:
+    """Purge cache layers from the origin outwards: the origin's answer cache first, then the edge.
+
+    In the other order a request arriving between the two purges would refill the edge from the
+    origin's stale answer for a whole max-age. Both purges are idempotent, so a retry of the pair
+    after a failure of either is safe."""
+
+    def __init__(self, inner: Purger, outer: Purger) -> None:
+        self._inner, self._outer = inner, outer
+        self.name = outer.name
+        self.max_keys = min(inner.max_keys, outer.max_keys)
+        self.max_header_bytes = outer.max_header_bytes
+
+    def purge(self, keys: Sequence[str]) -> int:
+        self._inner.purge(keys)
+        return self._outer.purge(keys)
+
+    def close(self) -> None:
+        self._inner.close()
+        self._outer.close()

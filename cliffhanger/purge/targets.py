@@ -22,12 +22,15 @@ from cliffhanger.purge.clients import (
     FASTLY_TOKEN_ENV,
     CloudflarePurger,
     FastlyPurger,
+    LayeredPurger,
+    OriginCachePurger,
     Purger,
     VarnishPurger,
     token_from_env,
 )
 
 VARNISH, FASTLY, CLOUDFLARE = "varnish", "fastly", "cloudflare"
+ADMIN_TOKEN_ENV = "CLIFFHANGER_ADMIN_TOKEN"  # serving's admin token (see serving/settings.py)
 KINDS = (VARNISH, FASTLY, CLOUDFLARE)
 HEADROOM = 0.8
 CLOUDFLARE_PLANS: dict[str, tuple[float, int]] = {
@@ -46,6 +49,7 @@ class TargetSpec:
     rate_per_s: float = 50.0
     burst: int = 50
     token_env: str = ""
+    origin_url: str = ""  # varnish only: serving's in-process cache, purged before the edge
 
     @property
     def name(self) -> str:
@@ -60,8 +64,16 @@ class TargetSpec:
             )
 
 
-def varnish(url: str, rate_per_s: float = 50.0, burst: int = 50) -> TargetSpec:
-    return TargetSpec(VARNISH, url, rate_per_s=rate_per_s, burst=burst)
+def varnish(url: str, rate_per_s: float = 50.0, burst: int = 50, origin_url: str = "") -> TargetSpec:
+    """Varnish xkey purges; with `origin_url`, each batch first purges the serving API's own cache."""
+    return TargetSpec(
+        VARNISH,
+        url,
+        rate_per_s=rate_per_s,
+        burst=burst,
+        token_env=ADMIN_TOKEN_ENV if origin_url else "",
+        origin_url=origin_url,
+    )
 
 
 def fastly(service_id: str, base_url: str = FASTLY_BASE_URL, rate_per_s: float = 20.0, burst: int = 50) -> TargetSpec:
@@ -80,6 +92,10 @@ def cloudflare(zone_id: str, base_url: str = CLOUDFLARE_BASE_URL, plan: str = "p
 def build_purger(spec: TargetSpec) -> Purger:
     """The client for a spec; reads the token from the environment (MissingTokenError if unset)."""
     if spec.kind == VARNISH:
+        if spec.origin_url:
+            return LayeredPurger(
+                OriginCachePurger(spec.origin_url, token_from_env(spec.token_env)), VarnishPurger(spec.url)
+            )
         return VarnishPurger(spec.url)
     if spec.kind == FASTLY:
         return FastlyPurger(spec.account, token_from_env(spec.token_env), spec.url)
