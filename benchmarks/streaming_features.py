@@ -34,6 +34,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+def _on_time_payloads(messages) -> list[bytes]:
+    """Payloads the pipeline will apply; late and malformed ones blanked (never sampled by probes)."""
+    return [m.payload if m.kind not in ("late", "malformed") else b"" for m in messages]
+
+
 def _records(messages) -> list[LogRecord]:
     return [LogRecord(m.arrival_ms, m.payload) for m in messages]
 
@@ -99,7 +104,9 @@ def run(argv: list[str] | None = None) -> dict:
         publish_log(backlog, resources.EVENTS_TOPIC, project, rate=None, speed=1e9, progress=False)
         # The DirectRunner's live metrics stop updating after the first bundle of a streaming job, so
         # progress is read where a user would see it: sampled completions appearing in Bigtable.
-        backlog_samples = completion_samples([r.payload for r in backlog], every=max(1, len(backlog) // 4000))
+        backlog_samples = completion_samples(
+            _on_time_payloads(g.messages[: args.backlog]), every=max(1, len(backlog) // 4000)
+        )
         result = streaming_features.run(["--catalog", str(catalog_path), "--project", project])
         try:
             prober = CompletionProber(
@@ -118,7 +125,7 @@ def run(argv: list[str] | None = None) -> dict:
             time.sleep(2)
 
             print(f"phase 2: {n_fresh} messages at {args.rate:.0f}/s with a freshness prober ...", flush=True)
-            samples = completion_samples([r.payload for r in fresh], every=5)
+            samples = completion_samples(_on_time_payloads(g.messages[args.backlog : args.backlog + n_fresh]), every=5)
             # a sampled completion may already be in Bigtable from the backlog (same user, same episode)
             already = store.read([user_key(u) for _, u, _, _ in samples])
             samples = [s for s in samples if (r := already.get(user_key(s[1]))) is None or r.get("done", s[2]) is None]
