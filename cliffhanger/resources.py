@@ -74,6 +74,10 @@ PURGE_DEAD_LETTER_SUBSCRIPTION = "purge-dead-letter-inspect"
 FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION = "feature-changes-candidates"
 CANDIDATE_CHANGES_SUBSCRIPTION = "candidate-changes-invalidation"
 CANDIDATES_DEAD_LETTER_SUBSCRIPTION = "candidates-dead-letter-inspect"
+# Serving applies catalog events (episode drops) to its in-process catalog copy. One subscription is
+# shared by the replicas of one deployment only when there is one replica: Pub/Sub load-balances a
+# subscription's messages, so with N replicas each needs its own (see serving/catalog_feed.py).
+CATALOG_SERVING_SUBSCRIPTION = "catalog-serving"
 
 FEATURES_TABLE = "features"
 
@@ -98,6 +102,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION, FEATURE_CHANGES_TOPIC),
     Subscription(CANDIDATE_CHANGES_SUBSCRIPTION, CANDIDATE_CHANGES_TOPIC),
     Subscription(CANDIDATES_DEAD_LETTER_SUBSCRIPTION, CANDIDATES_DEAD_LETTER_TOPIC),
+    Subscription(CATALOG_SERVING_SUBSCRIPTION, CATALOG_TOPIC),
 )
 
 TABLES: tuple[Table, ...] = (

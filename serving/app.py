@@ -1,6 +1,8 @@
 """The ASGI app: `create_app(settings, ...)`. Handlers are a few lines; the work is in plain modules.
 
     GET  /v1/users/{user_id}/recommendations?context=episode_end&series_id=&episode_id=&n=&country=&device=
+    GET  /v1/users/{user_id}/next.m3u8?episode_id=&country=&device=&rendition=   HLS playlist (serving/playlists.py)
+    GET  /chunks/{episode_id}/{rendition}/v{version}/{init.mp4 | N.m4s}      sample media (serving/chunks.py)
     GET  /healthz            the process is up
     GET  /readyz             503 until the catalog, the feature store client and a bundle are loaded
     GET  /metrics            Prometheus (per-stage latency, cache hit ratio, fallbacks, bundle)
@@ -27,17 +29,22 @@ from typing import Any
 
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from cliffhanger import edge_keys
 from cliffhanger.catalog import Catalog
 from cliffhanger.events import DEVICES
 from serving import candidates as cand_mod
+from serving import chunks as chunks_mod
+from serving import hls, replica
 from serving.bundle_watch import BundleHolder, BundleWatcher
 from serving.cache import TtlCache
+from serving.catalog_feed import CatalogFeed
 from serving.feature_store import FeatureStore
+from serving.live_catalog import CatalogChange, LiveCatalog
 from serving.metrics import Metrics
+from serving.playlists import PlaylistService
 from serving.recommend import NotReady, Recommender
 from serving.service import InvalidRequest, RecommendationService, validate
 from serving.settings import ServingSettings
@@ -84,6 +91,9 @@ class ServingState:
     shared: SharedRows | None = None
     cache: TtlCache | None = None
     service: RecommendationService | None = None
+    live: LiveCatalog | None = None
+    playlists: PlaylistService | None = None
+    replica: replica.EdgeReplica | None = None
 
     @property
     def ready(self) -> bool:
@@ -105,6 +115,26 @@ def _shared_keys(catalog: Catalog) -> list[bytes]:
     return keys
 
 
+def _reader(settings: ServingSettings, injected: Catalog | None) -> Callable[[], Catalog] | None:
+    """How the live catalog re-reads its source (None when a test injected a catalog object)."""
+    return None if injected is not None else lambda: Catalog.load(settings.catalog_path)
+
+
+def _catalog_changed(state: ServingState, recommender: Recommender, catalog: Catalog, change: CatalogChange) -> None:
+    """An applied catalog event: everything derived from the catalog follows it, and answers that named
+    the series are dropped in process (the edge copy is purged by the invalidation pipeline)."""
+    state.catalog = catalog
+    recommender.set_catalog(catalog)
+    state.shared.track_episodes(e.episode_id for e in catalog.series(change.event.series_id).episodes)
+    state.cache.purge_tags([edge_keys.series_key(change.event.series_id)])
+
+
+def _hot_set(state: ServingState) -> list[str]:
+    countries = sorted({c for s in state.catalog for c in s.licensing})
+    cohorts = [state.shared.row(rowkeys.cohort_key(c, d)) for c in countries for d in DEVICES]
+    return replica.hot_episodes(state.catalog, cohorts, state.shared.row(cand_mod.global_row()))
+
+
 def create_app(
     settings: ServingSettings,
     *,
@@ -119,6 +149,8 @@ def create_app(
     metrics = Metrics()
     state = ServingState(settings, metrics)
     root = bundle_root or settings.bundle_root
+
+    chunk_store = chunks_mod.ChunkStore(settings.chunk_dir, settings.segment_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -151,14 +183,38 @@ def create_app(
             user_hash=lambda uid: edge_keys.user_hash(uid, s.edge_key_secret),
             wall_ms=clock,
         )
-        state.service = RecommendationService(s, recommender, metrics, state.cache)
+        state.live = LiveCatalog(state.catalog, window_ms=int(s.drop_window_s * 1000), reload=_reader(s, catalog))
+        state.live.on_change(lambda cat, change: _catalog_changed(state, recommender, cat, change))
+        dropping = state.live.dropping
+        state.service = RecommendationService(s, recommender, metrics, state.cache, dropping=dropping)
+        state.playlists = PlaylistService(s, state.service, lambda: state.live.current, dropping=dropping)
+        state.replica = replica.EdgeReplica(state.store, metrics, on_update=state.shared.put_item)
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(
+                replica.reconcile_forever(
+                    state.replica,
+                    lambda: _hot_set(state),
+                    lambda: state.holder.current.bundle if state.holder.current else None,
+                    executor,
+                    s.replica_reconcile_s,
+                )
+            )
+        ]
+        feed = CatalogFeed(s.base.project, s.catalog_subscription, state.live.apply, metrics)
+        if s.catalog_subscription:
+            tasks.append(feed.start())
         state.shared.start()
-        first_load = asyncio.get_running_loop().create_task(state.watcher.check_now())  # /readyz 503 meanwhile
+        first_load = loop.create_task(state.watcher.check_now())  # /readyz 503 meanwhile
         state.watcher.start()
         try:
             yield
         finally:
             first_load.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # the cancellations we asked for
+            await feed.stop()
             await state.watcher.stop()
             await state.shared.stop()
             executor.shutdown(wait=False, cancel_futures=True)
@@ -218,6 +274,39 @@ def create_app(
         rendered, status = await svc.get(req)
         headers = {**rendered.headers, "X-Serving-Cache": status}
         return Response(rendered.body, media_type="application/json", headers=headers)
+
+    @app.get("/v1/users/{user_id}/next.m3u8", response_model=None)
+    async def next_playlist(
+        user_id: str,
+        episode_id: str | None = Query(None, description="the episode just finished: its next one leads"),
+        country: str | None = Query(None),
+        device: str | None = Query(None),
+        rendition: str | None = Query(None, description=" | ".join(hls.RENDITIONS)),
+    ) -> Response:
+        service()
+        req = validate(
+            settings, state.catalog, user_id=user_id, context="episode_end" if episode_id else "home",
+            series_id=None, episode_id=episode_id, n=settings.playlist_episodes, country=country, device=device,
+        )  # fmt: skip
+        rendition = rendition or hls.DEFAULT_RENDITION[req.device]
+        if rendition not in hls.RENDITIONS:
+            raise InvalidRequest("rendition", f"rendition must be one of {', '.join(hls.RENDITIONS)}")
+        playlist, status = await state.playlists.get(req, rendition)
+        headers = {**playlist.headers, "X-Serving-Cache": status}
+        return Response(playlist.body, media_type=hls.CONTENT_TYPE, headers=headers)
+
+    @app.api_route("/chunks/{episode_id}/{rendition}/v{version}/{name}", methods=["GET", "HEAD"])
+    async def chunk(episode_id: str, rendition: str, version: str, name: str) -> Response:
+        if state.live is None:
+            raise NotReady("not started")
+        try:
+            path = chunk_store.locate(state.live.current, episode_id, rendition, int(version), name)
+        except (chunks_mod.ChunkNotFound, ValueError) as exc:
+            metrics.chunks.labels("not_found").inc()
+            return JSONResponse({"error": str(exc)}, status_code=404, headers={"Cache-Control": "no-store"})
+        metrics.chunks.labels("served").inc()
+        headers = {"Cache-Control": chunks_mod.CACHE_CONTROL, "xkey": f"media-{episode_id}"}
+        return FileResponse(path, media_type=chunks_mod.content_type(name), headers=headers)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

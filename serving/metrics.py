@@ -44,6 +44,21 @@ class Metrics:
             "cliffhanger_shared_rows_refresh_total", "Background reads of shared rows", ["result"], registry=r
         )
         self.bad_requests = Counter("cliffhanger_bad_requests_total", "400 answers", ["field"], registry=r)
+        self.catalog_events = Counter(
+            "cliffhanger_catalog_events_total",
+            "Catalog events seen by serving: applied, stale, unresolved, invalid, pull_error",
+            ["outcome"],
+            registry=r,
+        )
+        self.replica = Counter(
+            "cliffhanger_replica_updates_total",
+            "Edge replica updates: applied, stale (older or equal version), reconciled, reconcile_error",
+            ["result"],
+            registry=r,
+        )
+        self.chunks = Counter(
+            "cliffhanger_chunks_total", "Chunk requests at the origin: served, not_found", ["result"], registry=r
+        )
         self._served = 0
         self._lookups = 0
 

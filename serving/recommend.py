@@ -120,6 +120,13 @@ class Recommender:
         self.last_known = LastKnown(settings.last_known_max_entries)
         self.episodes = rerank.EpisodeTable.from_catalog(catalog)
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """A newer catalog (an episode dropped): the rules and the ranker's episode table follow it. On
+        the event loop, between requests' steps; catalogs only grow or change licensing, so a request
+        that straddles the swap mixes two consistent views, never a broken one."""
+        self.episodes = rerank.EpisodeTable.from_catalog(catalog)
+        self.catalog = catalog
+
     async def recommend(self, req: RecRequest) -> Recommendation:
         start = time.perf_counter()
         deadline = start + self.s.budget_ms / 1000

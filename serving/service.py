@@ -6,7 +6,8 @@ Caching contract:
     parameters; TTL `cache_ttl_s`, stale-while-revalidate `cache_swr_s`, single-flight. Degraded answers
     (a fallback rung, ranker failure) are cached for `degraded_ttl_s` only, so recovery shows fast.
   * At the edge: `Cache-Control: public, max-age=<ttl>, stale-while-revalidate=<swr>` (degraded:
-    max-age=1, stale-while-revalidate=5). `public` is right although the answer is personal: the URL
+    max-age=1, stale-while-revalidate=5). <ttl> follows serving/ttl_policy.edge_ttl: `cache_ttl_s`
+    for a cold key, longer for a hot one (request rate), 1 s while a series it names is dropping. `public` is right although the answer is personal: the URL
     names the user, so the edge key is per user; nothing else varies the answer.
   * `xkey` and `Surrogate-Key` (same words): u-<keyed user hash>, s-<series>, e-<episode> of every item
     and of the request, c-<country>-<device>, and `all`. Purging any of them drops the answer at the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from serving.cache import Computed, TtlCache
 from serving.metrics import Metrics
 from serving.recommend import CONTEXTS, Recommendation, Recommender, RecRequest
 from serving.settings import ServingSettings
+from serving.ttl_policy import Freshness, RateMeter, edge_ttl
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -90,9 +92,18 @@ def validate(
 
 
 class RecommendationService:
-    def __init__(self, settings: ServingSettings, recommender: Recommender, metrics: Metrics, cache: TtlCache) -> None:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        recommender: Recommender,
+        metrics: Metrics,
+        cache: TtlCache,
+        dropping: Callable[[Iterable[str], int], bool] = lambda _series, _now: False,
+    ) -> None:
         self.s, self.recommender, self.metrics, self.cache = settings, recommender, metrics, cache
         self.secret = settings.edge_key_secret
+        self.dropping = dropping  # (series ids, now ms) -> inside a drop window (serving/live_catalog.py)
+        self.rates = RateMeter()
 
     def cache_key(self, req: RecRequest) -> str:
         uh = edge_keys.user_hash(req.user_id, self.secret)
@@ -101,14 +112,17 @@ class RecommendationService:
     async def get(self, req: RecRequest) -> tuple[Rendered, str]:
         """(rendered answer, cache status: hit | stale | miss | coalesced)."""
 
+        key = self.cache_key(req)
+        rate = self.rates.rate(key)  # before this request: a first request gets the base TTL
+        self.rates.hit(key)
+
         async def compute() -> Computed:
             rec = await self.recommender.recommend(req)
-            rendered = self.render(req, rec)
-            ttl = self.s.degraded_ttl_s if rec.degraded else self.s.cache_ttl_s
-            swr = 5.0 if rec.degraded else None
-            return Computed(rendered, ttl, swr, tags=tuple(rendered.headers["xkey"].split()))
+            fresh = self.freshness(req, rec, rate)
+            rendered = self.render(req, rec, fresh)
+            return Computed(rendered, fresh.max_age_s, fresh.swr_s, tags=tuple(rendered.headers["xkey"].split()))
 
-        rendered, status = await self.cache.get_or_compute(self.cache_key(req), compute)
+        rendered, status = await self.cache.get_or_compute(key, compute)
         self.metrics.cache_lookup(status)
         self.metrics.cache_entries.set(len(self.cache))
         return rendered, status
@@ -122,7 +136,20 @@ class RecommendationService:
         keys += [edge_keys.cohort_key(*rec.cohort), edge_keys.ALL]
         return keys
 
-    def render(self, req: RecRequest, rec: Recommendation) -> Rendered:
+    def freshness(self, req: RecRequest, rec: Recommendation, rate_per_s: float = 0.0) -> Freshness:
+        series = ([req.series_id] if req.series_id else []) + [p.series_id for p in rec.items]
+        return edge_ttl(
+            base_s=self.s.cache_ttl_s,
+            swr_s=self.s.cache_swr_s,
+            rate_per_s=rate_per_s,
+            hot_max_s=self.s.hot_ttl_max_s,
+            dropping=self.dropping(series, rec.freshness["generated_ms"]),
+            drop_ttl_s=self.s.drop_ttl_s,
+            degraded=rec.degraded,
+            degraded_ttl_s=self.s.degraded_ttl_s,
+        )
+
+    def render(self, req: RecRequest, rec: Recommendation, fresh: Freshness | None = None) -> Rendered:
         body = {
             "items": [
                 {
@@ -141,11 +168,7 @@ class RecommendationService:
             "freshness": rec.freshness,
             "context": req.context,
         }
-        if rec.degraded:
-            cache_control = "public, max-age=1, stale-while-revalidate=5"
-        else:
-            ttl, swr = int(self.s.cache_ttl_s), int(self.s.cache_swr_s)
-            cache_control = f"public, max-age={ttl}, stale-while-revalidate={swr}"
+        cache_control = (fresh or self.freshness(req, rec)).cache_control()
         keys = " ".join(self.surrogate_keys(req, rec))
         headers = {
             "Cache-Control": cache_control,

@@ -22,6 +22,17 @@ Environment variables (all optional unless noted):
     CLIFFHANGER_BUNDLE_POLL_S       how often CURRENT is polled                       (5)
     CLIFFHANGER_DEFAULT_COUNTRY     country when the request names none               (US)
     CLIFFHANGER_DEFAULT_DEVICE      device when the request names none                (android)
+  Episode drops and edge TTLs (serving/ttl_policy.py, serving/live_catalog.py):
+    CLIFFHANGER_CATALOG_SUBSCRIPTION  Pub/Sub subscription of catalog events; "" = off  (catalog-serving)
+    CLIFFHANGER_DROP_WINDOW_S       a series is "dropping" this long around a release (600)
+    CLIFFHANGER_DROP_TTL_S          max-age of answers naming a dropping series       (1)
+    CLIFFHANGER_HOT_TTL_MAX_S       cap of the popularity-driven max-age              (30)
+  Edge replica (serving/replica.py):
+    CLIFFHANGER_REPLICA_RECONCILE_S how often the hot set is re-read from Bigtable     (60)
+  Playlists and chunks (serving/hls.py, serving/chunks.py):
+    CLIFFHANGER_PLAYLIST_EPISODES   episodes stitched into next.m3u8                  (3)
+    CLIFFHANGER_SEGMENT_S           media segment duration                            (4)
+    CLIFFHANGER_CHUNK_DIR           where sample chunk files are written and served   (var/chunks)
 """
 
 from __future__ import annotations
@@ -97,6 +108,16 @@ class ServingSettings:
     default_device: str = "android"
     executor_threads: int = 8
     table: str = "features"
+    catalog_subscription: str = "catalog-serving"
+    drop_window_s: float = 600.0
+    drop_ttl_s: float = 1.0
+    hot_ttl_max_s: float = 30.0
+    replica_reconcile_s: float = 60.0
+    playlist_episodes: int = 3
+    segment_s: float = 4.0
+    playlist_ttl_s: float = 2.0
+    playlist_swr_s: float = 10.0
+    chunk_dir: str = "var/chunks"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -121,4 +142,12 @@ class ServingSettings:
             bundle_poll_s=_num(env, "CLIFFHANGER_BUNDLE_POLL_S", cls.bundle_poll_s),
             default_country=env.get("CLIFFHANGER_DEFAULT_COUNTRY", cls.default_country),
             default_device=env.get("CLIFFHANGER_DEFAULT_DEVICE", cls.default_device),
+            catalog_subscription=env.get("CLIFFHANGER_CATALOG_SUBSCRIPTION", cls.catalog_subscription),
+            drop_window_s=_num(env, "CLIFFHANGER_DROP_WINDOW_S", cls.drop_window_s),
+            drop_ttl_s=_num(env, "CLIFFHANGER_DROP_TTL_S", cls.drop_ttl_s),
+            hot_ttl_max_s=_num(env, "CLIFFHANGER_HOT_TTL_MAX_S", cls.hot_ttl_max_s),
+            replica_reconcile_s=_num(env, "CLIFFHANGER_REPLICA_RECONCILE_S", cls.replica_reconcile_s),
+            playlist_episodes=int(_num(env, "CLIFFHANGER_PLAYLIST_EPISODES", cls.playlist_episodes, int)),
+            segment_s=_num(env, "CLIFFHANGER_SEGMENT_S", cls.segment_s),
+            chunk_dir=env.get("CLIFFHANGER_CHUNK_DIR", cls.chunk_dir),
         )

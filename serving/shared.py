@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 
@@ -119,6 +120,11 @@ class SharedRows:
         if not known.all():
             self.track_episodes(e for e, k in zip(episode_ids, known.tolist(), strict=True) if not k)
         return stats, known
+
+    def put_item(self, episode_id: str, i_values: Mapping[str, Any]) -> None:
+        """A fresher episode row (from the edge replica, serving/replica.py): requests see it at once."""
+        stats = np.asarray([[float(i_values.get(c) or 0.0) for c in ITEM_COLUMNS]], dtype=np.float32)
+        self._items.update([episode_id], stats)
 
     def age_ms(self) -> int | None:
         return None if not self.last_success_ms else max(0, self._wall_ms() - self.last_success_ms)

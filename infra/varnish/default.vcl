@@ -11,6 +11,16 @@
 # 5xx) are never stored; admin, metrics and probes always pass to the backend. The backend tags every
 # answer with `xkey` (u-<keyed user hash> s-<series> e-<episode> c-<cohort> all) for purges.
 #
+# Playlists (GET /v1/users/<id>/next.m3u8) follow the API rules above: per-user URL, the backend's
+# short max-age (2 s) and stale-while-revalidate (10 s) as grace, xkey tags like the JSON answer.
+#
+# Media chunks (GET /chunks/<episode>/<rendition>/v<version>/<init.mp4 | N.m4s>): shared by every viewer,
+# so personalization never enters their cache key: Cookie and Authorization are removed and the query
+# string is cut before the lookup (the hash is the path alone). A 200 is kept for a year whatever
+# else the origin says (the URL carries the media version, so a chunk never changes; a re-encode is a
+# new URL) and any Set-Cookie is dropped. Chunks carry no `all` or user/series tags: a new bundle or a
+# feature change must not flush the media cache (their only tag is media-<episode>, for takedowns).
+#
 # Local runs: cliffhanger.localstack.varnish rewrites the two marked backend lines below; keep the
 # `# @backend-host` / `# @backend-port` markers. Check syntax alone: varnishd -C -f default.vcl
 vcl 4.1;
@@ -45,6 +55,16 @@ sub vcl_recv {
         set req.http.X-Purged = xkey.purge(req.http.xkey-purge);
         return (synth(200, "Purged"));
     }
+    if (req.url ~ "^/chunks/") {
+        if (req.method != "GET" && req.method != "HEAD") {
+            return (synth(405, "chunks are read-only"));
+        }
+        # Shared media: nothing about the viewer may split (or bypass) the cache.
+        unset req.http.Cookie;
+        unset req.http.Authorization;
+        set req.url = regsub(req.url, "\?.*$", "");
+        return (hash);
+    }
     if (req.url ~ "^/(admin|metrics|healthz|readyz|docs|redoc|openapi)") {
         return (pass);
     }
@@ -67,6 +87,13 @@ sub vcl_backend_response {
     if (beresp.status >= 400) {
         set beresp.ttl = 1s;
         set beresp.uncacheable = true;
+        return (deliver);
+    }
+    # Versioned, immutable chunks: a year at the edge, no cookie can make them uncacheable.
+    if (bereq.url ~ "^/chunks/") {
+        unset beresp.http.Set-Cookie;
+        set beresp.ttl = 365d;
+        set beresp.grace = 1d;
         return (deliver);
     }
     # No explicit freshness from the backend: do not guess a TTL (Varnish's default_ttl would cache

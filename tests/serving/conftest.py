@@ -136,3 +136,24 @@ def serve() -> Iterator[Callable[..., ThreadServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+def start_edge_stack(local_stack, world, bundle_root: str, catalog_path: str, varnish, chunk_dir: str, **extra: str):
+    """Seeded Bigtable + the app (uvicorn thread, clock at NOW_MS) + Varnish with the repo VCL in front.
+    Returns (facts, server, edge); the caller stops the server with `stop_edge_stack`."""
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    facts = seed(local_stack, world, bundle_root)
+    env = serving_env(local_stack, bundle_root, catalog_path, CLIFFHANGER_CHUNK_DIR=chunk_dir, **extra)
+    server = ThreadServer(create_app(ServingSettings.from_env(env), clock=lambda: NOW_MS)).start()
+    return facts, server, varnish(backend_port=server.port)
+
+
+def stop_edge_stack(server: ThreadServer) -> None:
+    """Stop the app and collect its garbage now: a stopped app (bundle, TF objects) freed by a later
+    full GC pass would pause the event loop of whichever test runs then (latency-asserting ones)."""
+    import gc
+
+    server.stop()
+    gc.collect()

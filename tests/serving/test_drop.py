@@ -1,0 +1,185 @@
+"""Episode drops (issue 5, section 2): catalog events move serving's catalog forward with per-series
+versions; drop windows and popularity set TTLs (serving/ttl_policy.py); end to end, a series:drop
+published to the real Pub/Sub emulator reaches serving, and after a purge of the series key the next
+request through Varnish lists the new episode."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import httpx
+import pytest
+
+from cliffhanger import resources
+from cliffhanger.catalog import Catalog, Episode, Series
+from cliffhanger.catalog_events import LICENSING_CHANGE, SERIES_DROP, SERIES_UPDATE, CatalogEvent, CatalogEventError
+from serving.live_catalog import APPLIED, STALE, UNRESOLVED, CatalogChange, LiveCatalog, drop_payload, parse_change
+from serving.ttl_policy import RateMeter, edge_ttl
+from tests.pubsub_helpers import publish
+from tests.serving.conftest import NOW_MS, start_edge_stack, stop_edge_stack
+
+H = 3_600_000
+
+
+def _series(n: int, licensing=None) -> Series:
+    eps = tuple(Episode(f"s1e{i:03d}", "s1", i, 60_000, i * H) for i in range(1, n + 1))
+    return Series("s1", "t", ("romance",), 0.5, eps, licensing or {"US": (0, None)})
+
+
+def _drop(number: int, version: int, with_episode: bool = True, at: int = 100 * H) -> CatalogChange:
+    event = CatalogEvent(SERIES_DROP, "s1", at, version, episode_id=f"s1e{number:03d}")
+    ep = Episode(f"s1e{number:03d}", "s1", number, 60_000, at)
+    return parse_change(drop_payload(event, ep) if with_episode else event.to_json())
+
+
+def test_parse_change_reads_the_optional_episode() -> None:
+    change = _drop(4, 7)
+    assert change.event.version == 7 and change.episode == Episode("s1e004", "s1", 4, 60_000, 100 * H)
+    assert _drop(4, 7, with_episode=False).episode is None
+    with pytest.raises(CatalogEventError) as err:
+        parse_change(b'{"type":"series:drop","series_id":"s1","episode_id":"x","event_time_ms":1,"version":1,'
+                     b'"episode":{"episode_number":1,"duration_ms":0,"release_time_ms":1}}')  # fmt: skip
+    assert err.value.field == "episode.duration_ms"
+
+
+def test_drops_apply_once_in_version_order_whatever_the_delivery() -> None:
+    live = LiveCatalog(Catalog([_series(3)]))
+    seen: list[int] = []
+    live.on_change(lambda cat, change: seen.append(change.event.version))
+    # e005 (v2) before e004 (v1): it cannot be appended yet and is not recorded as applied
+    assert live.apply(_drop(5, 2)) == UNRESOLVED
+    assert live.apply(_drop(4, 1)) == APPLIED
+    assert live.apply(_drop(4, 1)) == STALE  # at-least-once: a duplicate changes nothing
+    assert live.apply(_drop(5, 2)) == APPLIED  # the redelivery applies
+    assert live.apply(_drop(4, 1)) == STALE  # older than what was applied
+    assert seen == [1, 2]
+    cat = live.current
+    assert [e.episode_id for e in cat.series("s1").episodes][-2:] == ["s1e004", "s1e005"]
+    assert cat.next_episode("s1e003").episode_id == "s1e004"
+
+
+def test_events_without_details_reread_the_catalog_file() -> None:
+    file_catalog = [Catalog([_series(4)])]
+    live = LiveCatalog(Catalog([_series(3)]), reload=lambda: file_catalog[0])
+    assert live.apply(_drop(4, 1, with_episode=False)) == APPLIED
+    assert len(live.current.series("s1").episodes) == 4
+    assert live.apply(_drop(9, 2, with_episode=False)) == UNRESOLVED  # the file does not have it either
+    assert not live.current.is_licensed("s1", "BR", 0)
+    file_catalog[0] = Catalog([_series(4, {"US": (0, None), "BR": (0, None)})])  # licensing edited
+    lic = CatalogEvent(LICENSING_CHANGE, "s1", 0, 3, countries=("BR",))
+    assert live.apply(CatalogChange(lic)) == APPLIED and live.current.is_licensed("s1", "BR", 0)
+    update = CatalogChange(CatalogEvent(SERIES_UPDATE, "s1", 0, 1))
+    assert LiveCatalog(Catalog([_series(3)])).apply(update) == UNRESOLVED  # no file to re-read
+
+
+def test_drop_windows() -> None:
+    live = LiveCatalog(Catalog([_series(3)]), window_ms=600_000)
+    release = 3 * H  # s1e003's release time: scheduled drops are windows without any event
+    assert live.dropping(["s1"], release - 599_000) and live.dropping(["s1"], release + 599_000)
+    assert not live.dropping(["s1"], release + 601_000) and not live.dropping(["s2"], release)
+    assert not live.dropping([], release)
+    assert live.apply(_drop(4, 1, at=50 * H)) == APPLIED  # an event-announced drop opens a window too
+    assert live.dropping(["s2", "s1"], 50 * H + 300_000) and not live.dropping(["s1"], 50 * H + 700_000)
+
+
+def test_ttl_policy_formula() -> None:
+    def ttl(rate: float) -> float:
+        return edge_ttl(base_s=5, swr_s=30, rate_per_s=rate, hot_max_s=30).max_age_s
+
+    assert ttl(0) == 5 and math.isclose(ttl(0.2), 10)  # rate * base = 1 -> 2 x base
+    assert math.isclose(ttl(1.0), 5 * (1 + math.log2(6))) and ttl(10) == 30  # capped
+    assert ttl(0.01) < ttl(0.2) < ttl(1.0) < ttl(5.0)  # monotone in popularity
+    assert (
+        edge_ttl(base_s=5, swr_s=30, rate_per_s=1.0).cache_control() == "public, max-age=17, stale-while-revalidate=30"
+    )
+    dropping = edge_ttl(base_s=5, swr_s=30, rate_per_s=10, dropping=True, drop_ttl_s=1)
+    assert dropping.cache_control() == "public, max-age=1, stale-while-revalidate=1"  # overrides popularity
+    degraded = edge_ttl(base_s=5, swr_s=30, dropping=True, degraded=True, degraded_ttl_s=1)
+    assert degraded.cache_control() == "public, max-age=1, stale-while-revalidate=5"
+
+
+def test_rate_meter_reads_a_steady_rate() -> None:
+    now = [0.0]
+    meter = RateMeter(tau_s=10, clock=lambda: now[0])
+    for _ in range(600):  # 2 requests/s for 300 s (30 time constants)
+        meter.hit("k")
+        now[0] += 0.5
+    assert 1.8 < meter.rate("k") < 2.2 and meter.rate("other") == 0.0
+    now[0] += 100  # 10 time constants of silence
+    assert meter.rate("k") < 0.001
+
+
+@pytest.mark.emulators
+@pytest.mark.slow
+def test_series_drop_reaches_the_edge(local_stack, world, bundle_root, varnish, tmp_path) -> None:
+    """User finished episode k of a series whose catalog ends at k; a drop of k+1 arrives through
+    Pub/Sub; after the series purge the next request through Varnish leads with the new episode."""
+    full = world.world.catalog
+    facts_events = [m.event for m in world.events]
+    users = {u.user_id: u for u in world.world.users}
+    last_done: dict[tuple[str, str], Episode] = {}
+    for e in facts_events:
+        if e.event_type == "complete":
+            ep = full.episode(e.episode_id)
+            best = last_done.get((e.user_id, e.series_id))
+            if best is None or ep.episode_number > best.episode_number:
+                last_done[(e.user_id, e.series_id)] = ep
+    (uid, sid), done = next(
+        (k, ep)
+        for k, ep in sorted(last_done.items())
+        if full.is_licensed(k[1], users[k[0]].country, NOW_MS) and full.next_episode(ep.episode_id) is not None
+    )
+    new_ep = full.next_episode(done.episode_id)
+    cut = dataclasses.replace(full.series(sid), episodes=full.series(sid).episodes[: done.episode_number])
+    catalog_path = tmp_path / "catalog.json"
+    Catalog([cut if s.series_id == sid else s for s in full]).save(catalog_path)
+
+    facts, server, edge = start_edge_stack(
+        local_stack, world, bundle_root, str(catalog_path), varnish, str(tmp_path / "chunks")
+    )
+    try:
+        user = users[uid]
+        params = {
+            "context": "episode_end",
+            "episode_id": done.episode_id,
+            "country": user.country,
+            "device": user.device,
+        }
+        rec_path = f"/v1/users/{uid}/recommendations"
+        pl_params = {"episode_id": done.episode_id, "country": user.country, "device": user.device}
+        with httpx.Client(base_url=edge.url, timeout=5) as client:
+            before = client.get(rec_path, params=params)
+            assert before.status_code == 200 and before.headers["x-cache"] == "MISS"
+            assert new_ep.episode_id not in [i["episode_id"] for i in before.json()["items"]]
+            assert before.headers["cache-control"].startswith("public, max-age=5")  # no drop window yet
+            assert client.get(rec_path, params=params).headers["x-cache"] == "HIT"
+            playlist = client.get(f"/v1/users/{uid}/next.m3u8", params=pl_params)
+            assert playlist.status_code == 200 and new_ep.episode_id not in playlist.text
+
+            version = int(time.time() * 1000)  # the catalog's revision of the series
+            event = CatalogEvent(SERIES_DROP, sid, NOW_MS, version, episode_id=new_ep.episode_id)
+            publish(local_stack.settings.project, resources.CATALOG_TOPIC, [drop_payload(event, new_ep)])
+            live = server.app.state.serving.live
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and new_ep.episode_id not in {
+                e.episode_id for e in live.current.series(sid).episodes
+            }:
+                time.sleep(0.05)
+            assert live.versions.get(sid) == version, "serving did not apply the drop from Pub/Sub"
+
+            assert edge.purge(f"s-{sid}") >= 2  # the answer and the playlist (the invalidation pipeline's job)
+            after = client.get(rec_path, params=params)
+            assert after.headers["x-cache"] == "MISS"
+            first = after.json()["items"][0]
+            assert first["episode_id"] == new_ep.episode_id and first["reason"] == "next_episode"
+            assert after.headers["cache-control"] == "public, max-age=1, stale-while-revalidate=1"  # drop window
+            playlist = client.get(f"/v1/users/{uid}/next.m3u8", params=pl_params)
+            assert playlist.headers["x-cache"] == "MISS"
+            assert f'#EXT-X-MAP:URI="/chunks/{new_ep.episode_id}/' in playlist.text.splitlines()[6]
+            assert playlist.headers["cache-control"] == "public, max-age=1, stale-while-revalidate=1"
+            chunk = client.get(f"/chunks/{new_ep.episode_id}/720p/v1/0.m4s")  # the new episode has media
+            assert chunk.status_code == 200
+    finally:
+        stop_edge_stack(server)
