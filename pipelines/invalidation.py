@@ -31,11 +31,6 @@ from transforms.parse import DEAD_LETTER, WriteDeadLetters, from_pubsub
 from transforms.purge_batches import CATALOG, KEYS, NOTICE, BatchPurges, ParseChanges
 from transforms.send_purges import SendPurges
 
-# Local runs: the deadline of one Pub/Sub pull (see shorten_direct_pubsub_pull). The emulator answers
-# an empty pull about 1 s before the caller's deadline (measured: 1.25 s -> 0.26 s, 2 s -> 1.06 s) and
-# at once below ~1.1 s, which would make the runner spin; 1.2 s holds an idle pull ~0.2 s.
-LOCAL_PULL_DEADLINE_S = 1.2
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,52 +78,6 @@ def target_specs(known: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return tuple(specs)
 
 
-class _ShortPullClient:
-    """Wraps the DirectRunner's subscriber client: pulls wait at most `timeout_s`, then return empty."""
-
-    def __init__(self, client, timeout_s: float):
-        self._client = client
-        self._timeout_s = timeout_s
-
-    def pull(self, subscription, max_messages, timeout):  # noqa: ARG002 - signature of the wrapped call
-        from google.api_core.exceptions import DeadlineExceeded
-        from google.pubsub_v1.types import PullResponse
-
-        try:
-            return self._client.pull(subscription=subscription, max_messages=max_messages, timeout=self._timeout_s)
-        except DeadlineExceeded:
-            return PullResponse()  # nothing arrived in time; any message in flight is redelivered
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-
-def shorten_direct_pubsub_pull(timeout_s: float = LOCAL_PULL_DEADLINE_S) -> None:
-    """Local runs only: two Pub/Sub sources on the BundleBasedDirectRunner stall each other.
-
-    The runner re-schedules a source's next pull only when no other work is executing
-    (executor._MonitorTask._add_work_if_necessary), and each pull long-polls 30 s on an empty
-    subscription (transform_evaluator._PubSubReadEvaluator, `timeout=30`). With a quiet `catalog`
-    subscription, a notice waited ~27 s for the catalog pull to time out. A pull deadline of
-    `timeout_s` bounds that stall (see LOCAL_PULL_DEADLINE_S for how the emulator uses it). Wraps whatever client hook is installed (see
-    pipelines.options.use_local_runner, where this belongs once other jobs read two topics).
-    """
-    from apache_beam.runners.direct import transform_evaluator as te
-
-    evaluator = te._PubSubReadEvaluator
-    if getattr(evaluator, "_cliffhanger_pull_wait_s", None) == timeout_s:
-        return
-    current = evaluator.__dict__["_get_subscriber_client"].__func__
-    current = getattr(current, "_cliffhanger_before_wait", current)
-
-    def _get_subscriber_client(cls, transform):
-        return _ShortPullClient(current(cls, transform), timeout_s)
-
-    _get_subscriber_client._cliffhanger_before_wait = current
-    evaluator._get_subscriber_client = classmethod(_get_subscriber_client)
-    evaluator._cliffhanger_pull_wait_s = timeout_s
-
-
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Build and start the job; returns the running PipelineResult (streaming jobs do not finish)."""
     parser = _parser()
@@ -138,8 +87,7 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         parser.error("--batch_window_s must be >= 1 and --purge_max_attempts >= 1")
     options = PipelineOptions(pipeline_args)
     options.view_as(StandardOptions).streaming = True  # Pub/Sub in: always a streaming job
-    if use_local_runner(options) == "BundleBasedDirectRunner":
-        shorten_direct_pubsub_pull(LOCAL_PULL_DEADLINE_S)
+    use_local_runner(options)  # locally: bounded Pub/Sub pulls, so two sources do not stall each other
     project = project_of(options)
 
     def subscription(name: str) -> str:

@@ -18,6 +18,13 @@ _DEFAULTS = Settings.from_env()
 
 # How many messages the DirectRunner pulls from Pub/Sub per bundle (see use_local_runner).
 LOCAL_PUBSUB_PULL = 1000
+# The deadline of one local Pub/Sub pull. The runner starts a source's next pull only when no other
+# work is executing (executor._MonitorTask._add_work_if_necessary) and each pull long-polls 30 s on an
+# empty subscription: with two sources (invalidation reads notices and catalog events) a message waited
+# up to ~30 s behind the quiet one. The emulator answers an empty pull about 1 s before the caller's
+# deadline (measured: 1.25 s -> 0.26 s, 2 s -> 1.06 s) and at once below ~1.1 s, which makes the runner
+# spin; 1.2 s holds an idle pull ~0.2 s.
+LOCAL_PULL_DEADLINE_S = 1.2
 
 
 class CliffhangerOptions(PipelineOptions):
@@ -41,8 +48,9 @@ def use_local_runner(options: PipelineOptions) -> str:
       falling back; we go straight to the BundleBasedDirectRunner it falls back to.
     * That runner pulls 10 Pub/Sub messages per bundle (apache_beam/runners/direct/transform_evaluator.py,
       `_PubSubReadEvaluator._read_from_pubsub`), which caps a streaming job near 500 events/s no matter
-      how the pipeline batches. We raise the pull size for local runs only; Dataflow's streaming engine
-      has no such cap. tests/pipelines/test_options.py fails if a Beam upgrade moves this hook.
+      how the pipeline batches, and long-polls 30 s per pull (see LOCAL_PULL_DEADLINE_S). We raise the
+      pull size and bound the wait for local runs only; Dataflow's streaming engine has neither limit.
+      tests/pipelines/test_options.py fails if a Beam upgrade moves this hook.
     """
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "BundleBasedDirectRunner"):
@@ -54,7 +62,7 @@ def use_local_runner(options: PipelineOptions) -> str:
 class _PullSizeClient:
     """Wraps the DirectRunner's subscriber client so one bundle takes up to `max_messages`.
 
-    The first pull waits for messages as before; further pulls return immediately and stop at the
+    The first pull waits at most LOCAL_PULL_DEADLINE_S for messages; further pulls return immediately and stop at the
     first short answer (the emulator hands out at most 100 messages per pull). Under a backlog,
     bundles grow to `max_messages`; when messages trickle in, a bundle is whatever has arrived, so
     batching never adds waiting time.
@@ -65,7 +73,15 @@ class _PullSizeClient:
         self._max_messages = max_messages
 
     def pull(self, subscription, max_messages, timeout):  # noqa: ARG002 - signature of the wrapped call
-        response = self._client.pull(subscription=subscription, max_messages=self._max_messages, timeout=timeout)
+        from google.api_core.exceptions import DeadlineExceeded
+        from google.pubsub_v1.types import PullResponse
+
+        try:
+            response = self._client.pull(
+                subscription=subscription, max_messages=self._max_messages, timeout=LOCAL_PULL_DEADLINE_S
+            )
+        except DeadlineExceeded:
+            return PullResponse()  # nothing arrived in time; the runner simply pulls again
         got = len(response.received_messages)
         while 0 < got < self._max_messages:
             more = self._client.pull(
