@@ -180,6 +180,7 @@ class Recommender:
             next_episode=nxt,
             next_score=top,
             stats=stats,
+            entry_points=cw,
         )
         picks = [dataclasses.replace(p, reason=REASONS.get(p.reason, p.reason)) for p in picks]
         for name, count in dataclasses.asdict(stats).items():

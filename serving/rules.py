@@ -4,15 +4,18 @@ Order of the final answer:
   1. the next episode of the series just finished, first, if the user may watch it (licensed in their
      country now, released, not completed). If the user already completed it (a rewatch), the first
      later episode of that series they have not completed takes its place;
-  2. then the ranked candidates, skipping: episodes unknown to the catalog, not released, not licensed
-     in the country, completed by the user, already listed (no duplicates), or of a series that already
-     has `max_per_series` items.
+  2. then the ranked candidates, each mapped to the user's ENTRY episode of its series (with
+     `entry_points`): where they are in it (continue watching), else its first episode they have not
+     completed. A serialized story is entered at its start or resumed, never at a random episode 42;
+     the candidate's score and reason carry over to the entry. Then skipping: episodes unknown to the
+     catalog, not released, not licensed in the country, completed by the user, already listed (no
+     duplicates), or of a series that already has `max_per_series` items.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from cliffhanger.catalog import Catalog, Episode
 
@@ -69,6 +72,22 @@ def next_episode_to_watch(
     return episode
 
 
+def entry_episode(
+    catalog: Catalog, series_id: str, state: Mapping | None, completed: Collection[str]
+) -> Episode | None:
+    """Where this user enters a series: the unfinished episode they were watching, the one after their
+    last completed one, else the first episode they have not completed; None when all are done."""
+    episodes = catalog.series(series_id).episodes
+    start = 0
+    if state:
+        number = int(state.get("episode_number", 1))
+        start = max(0, number if state.get("completed") else number - 1)
+    for episode in episodes[start:]:
+        if episode.episode_id not in completed:
+            return episode
+    return None
+
+
 def apply_rules(
     ranked: Iterable[Ranked],
     *,
@@ -81,8 +100,12 @@ def apply_rules(
     next_episode: Episode | None = None,
     next_score: float = 1.0,
     stats: RuleStats | None = None,
+    entry_points: Mapping[str, Mapping] | None = None,
 ) -> list[Pick]:
-    """The first `n` picks satisfying every rule, `next_episode` (already checked) pinned first."""
+    """The first `n` picks satisfying every rule, `next_episode` (already checked) pinned first.
+
+    entry_points: the user's `cw` family (series -> playback state); when given, candidates are
+    mapped to their series' entry episode (see entry_episode)."""
     stats = stats if stats is not None else RuleStats()
     out: list[Pick] = []
     seen: set[str] = set()
@@ -106,7 +129,16 @@ def apply_rules(
         except KeyError:
             stats.unknown += 1
             continue
-        if cand.episode_id in completed:
+        if entry_points is not None:
+            entry = entry_episode(catalog, episode.series_id, entry_points.get(episode.series_id), completed)
+            if entry is None:
+                stats.completed += 1
+                continue
+            episode = entry
+            if episode.episode_id in seen:
+                stats.duplicate += 1
+                continue
+        if episode.episode_id in completed:
             stats.completed += 1
             continue
         if not playable(catalog, episode, country, now_ms):

@@ -84,3 +84,53 @@ def test_unreleased_episode_is_removed_and_n_is_respected() -> None:
         completed=set(), n=2, max_per_series=5,
     )  # fmt: skip
     assert [p.episode_id for p in picks] == ["s0002e002", "s0001e001"]
+
+
+def test_candidates_enter_a_series_at_its_start_or_where_the_user_is():
+    from cliffhanger.catalog import Catalog
+    from serving.rules import Ranked, apply_rules
+    from tests.factories import CATALOG
+
+    catalog = Catalog.from_dict(CATALOG)  # two series, episodes 1..5 each, licensed in US from 0
+    cw = {"s0002": {"episode_number": 3, "completed": True}}
+    ranked = [
+        Ranked("s0001e004", 0.9, "two_tower"),
+        Ranked("s0002e005", 0.8, "two_tower"),
+        Ranked("s0001e002", 0.7, "two_tower"),
+    ]
+    picks = apply_rules(
+        ranked,
+        catalog=catalog,
+        country="US",
+        now_ms=10,
+        completed={"s0001e001"},
+        n=5,
+        max_per_series=2,
+        entry_points=cw,
+    )
+    # s0001 not started: the first episode not completed is e002 (e001 done); s0002: after completed e003 -> e004;
+    # the third candidate maps to s0001e002 again: a duplicate, skipped
+    assert [p.episode_id for p in picks] == ["s0001e002", "s0002e004"]
+    assert [p.score for p in picks] == [0.9, 0.8]
+
+
+def test_a_finished_series_offers_nothing():
+    from cliffhanger.catalog import Catalog
+    from serving.rules import Ranked, RuleStats, apply_rules
+    from tests.factories import CATALOG
+
+    catalog = Catalog.from_dict(CATALOG)
+    done = {f"s0001e{n:03d}" for n in range(1, 6)}
+    stats = RuleStats()
+    picks = apply_rules(
+        [Ranked("s0001e003", 1.0, "two_tower")],
+        catalog=catalog,
+        country="US",
+        now_ms=10,
+        completed=done,
+        n=5,
+        max_per_series=2,
+        entry_points={},
+        stats=stats,
+    )
+    assert picks == [] and stats.completed == 1
