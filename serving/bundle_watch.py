@@ -18,7 +18,6 @@ another version) and the old bundle keeps serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -30,6 +29,7 @@ import numpy as np
 
 from models.bundle import BundleError, LoadedBundle, current_version, load_bundle
 from models.query_features import QueryContext
+from serving.background import BackgroundLoop
 from serving.metrics import Metrics
 from serving.rerank import SERVING_SPEC, RankerSpecError, check_spec
 from serving.retrieval import QueryEncoder
@@ -94,7 +94,7 @@ def load_serving_bundle(root: str, version: str, pool_size: int) -> ServingBundl
     return ServingBundle(bundle.version, bundle, encoder)
 
 
-class BundleWatcher:
+class BundleWatcher(BackgroundLoop):
     def __init__(
         self,
         root: str,
@@ -152,14 +152,3 @@ class BundleWatcher:
         while True:
             await asyncio.sleep(self.poll_s)
             await self.check_now()
-
-    def start(self) -> asyncio.Task:
-        self._task = asyncio.get_running_loop().create_task(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):  # the cancellation we asked for
-                await self._task
-            self._task = None

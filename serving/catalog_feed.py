@@ -19,19 +19,19 @@ catalog file re-read on start covers what it missed while it did not exist.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from cliffhanger.catalog_events import CatalogEventError
+from serving.background import BackgroundLoop
 from serving.live_catalog import CatalogChange, parse_change
 from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-class CatalogFeed:
+class CatalogFeed(BackgroundLoop):
     def __init__(
         self,
         project: str,
@@ -96,14 +96,6 @@ class CatalogFeed:
                 log.warning("catalog feed pull failed (retry in %.1f s): %s", backoff, exc)
                 await asyncio.sleep(backoff)
 
-    def start(self) -> asyncio.Task:
-        self._task = asyncio.get_running_loop().create_task(self.run())
-        return self._task
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):  # the cancellation we asked for
-                await self._task
-            self._task = None
+        await super().stop()
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from models.ranker_features import ITEM_COLUMNS
+from serving.background import BackgroundLoop
 from serving.feature_store import FeatureRow, FeatureStore
 from serving.metrics import Metrics
 from serving.rerank import ITEM_COLUMN_RANGE
@@ -73,7 +74,7 @@ class ItemStats:
         return self._stats[rows], rows > 0
 
 
-class SharedRows:
+class SharedRows(BackgroundLoop):
     def __init__(
         self,
         store: FeatureStore,
@@ -183,14 +184,3 @@ class SharedRows:
             with contextlib.suppress(TimeoutError):  # a timeout means the periodic refresh is due
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, self.ttl_s))
             await asyncio.sleep(0.01)  # coalesce a burst of newly tracked keys into one read
-
-    def start(self) -> asyncio.Task:
-        self._task = asyncio.get_running_loop().create_task(self.run())
-        return self._task
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):  # the cancellation we asked for
-                await self._task
-            self._task = None
