@@ -17,7 +17,13 @@ setup(
         "google-cloud-pubsub>=2.44,<3",
     ],
     extras_require={
-        "train": ["tensorflow==2.20.*", "tf-keras==2.20.*", "tensorflow-recommenders==0.7.7", "scann==1.4.2", "tf2onnx==1.17.0"],
+        "train": [
+            "tensorflow==2.20.*",
+            "tf-keras==2.20.*",
+            "tensorflow-recommenders==0.7.7",
+            "scann==1.4.2",
+            "tf2onnx==1.17.0",
+        ],
         "serve": ["onnxruntime", "fastapi", "uvicorn", "prometheus-client", "scann==1.4.2"],
     },
 )

@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from models.evaluation import make_target

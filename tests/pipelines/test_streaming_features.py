@@ -103,7 +103,9 @@ def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack
         assert {m.data for m in dead} == {too_late.to_json(), b"not json", b'{"schema_version": 1}'}
         assert all(m.attributes["reason"] for m in dead)
 
-        notices = [ChangeNotice.from_json(m.data) for m in drain(project, resources.FEATURE_CHANGES_SUBSCRIPTION, expect=3)]
+        notices = [
+            ChangeNotice.from_json(m.data) for m in drain(project, resources.FEATURE_CHANGES_SUBSCRIPTION, expect=3)
+        ]
         by_user = {(n.id, n.reason) for n in notices}
         assert ("u000001", "completed_episode") in by_user
         assert ("u000002", "new_session") in by_user
