@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notices_subscription", default=resources.FEATURE_CHANGES_SUBSCRIPTION)
     parser.add_argument("--catalog_subscription", default=resources.CATALOG_SUBSCRIPTION)
+    parser.add_argument(
+        "--candidate_notices_subscription",
+        default=resources.CANDIDATE_CHANGES_SUBSCRIPTION,
+        help="candidates_refreshed notices from pipelines/candidates.py ('' to skip)",
+    )
     parser.add_argument("--dead_letter_topic", default=resources.PURGE_DEAD_LETTER_TOPIC)
     parser.add_argument("--targets", default="varnish", help="comma-separated: varnish, fastly, cloudflare")
     parser.add_argument(
@@ -108,15 +113,28 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         | "CatalogArrival" >> beam.Map(from_pubsub)
         | "ParseCatalog" >> ParseChanges(CATALOG)
     )
+    keys, dead = [notices[KEYS], catalog[KEYS]], [notices[DEAD_LETTER], catalog[DEAD_LETTER]]
+    if known.candidate_notices_subscription:
+        refreshed = (
+            p
+            | "ReadCandidateNotices"
+            >> beam.io.ReadFromPubSub(
+                subscription=subscription(known.candidate_notices_subscription), with_attributes=True
+            )
+            | "CandidateNoticeArrival" >> beam.Map(from_pubsub)
+            | "ParseCandidateNotices" >> ParseChanges(NOTICE)
+        )
+        keys.append(refreshed[KEYS])
+        dead.append(refreshed[DEAD_LETTER])
     sent = (
-        (notices[KEYS], catalog[KEYS])
+        tuple(keys)
         | "AllKeys" >> beam.Flatten()
         | "DedupeAndBatch" >> BatchPurges(tuple(t.name for t in targets), known.batch_window_s)
         | "SendPurges" >> SendPurges(targets, RetryPolicy(max_attempts=known.purge_max_attempts))
     )
     failed = sent[DEAD_LETTER] | "UntriggeredWindow" >> beam.WindowInto(GlobalWindows())  # as parse's dead letters
     _ = (
-        (notices[DEAD_LETTER], catalog[DEAD_LETTER], failed)
+        (*dead, failed)
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetters" >> WriteDeadLetters(f"projects/{project}/topics/{known.dead_letter_topic}")
     )

@@ -52,6 +52,7 @@ def _empty_subscriptions(project: str) -> None:
         resources.FEATURE_CHANGES_SUBSCRIPTION,
         resources.CATALOG_SUBSCRIPTION,
         resources.PURGE_DEAD_LETTER_SUBSCRIPTION,
+        resources.CANDIDATE_CHANGES_SUBSCRIPTION,
     ):
         drain(project, sub, expect=10**6, timeout_s=1)
 
@@ -79,6 +80,23 @@ def _fresh(cache_url: str, key: str, version: int) -> bool:
 
 def _notice(user_id: str, version: int = 1) -> bytes:
     return ChangeNotice("user", user_id, "completed_episode", version, int(time.time() * 1000)).to_json()
+
+
+def test_a_refreshed_candidate_list_purges_the_user(local_stack, varnish, origin, secret):
+    """pipelines/candidates.py publishes candidates_refreshed to `candidate-changes`: the user's answers go."""
+    project = local_stack.settings.project
+    _empty_subscriptions(project)
+    cache = varnish(backend_port=origin.port)
+    user = edge_keys.user_key("u000077", secret)
+    edge_get(cache.url, user)
+    origin.bump(user)
+    result = _start(local_stack, "--varnish_url", cache.url)
+    try:
+        notice = ChangeNotice("user", "u000077", "candidates_refreshed", 3, int(time.time() * 1000)).to_json()
+        publish(project, resources.CANDIDATE_CHANGES_TOPIC, [notice])
+        _wait(lambda: _fresh(cache.url, user, 1), 60, "the candidates notice to purge the user")
+    finally:
+        result.cancel()
 
 
 def test_notice_and_catalog_event_purge_the_tagged_objects_in_varnish(local_stack, varnish, origin, secret):

@@ -182,3 +182,26 @@ def test_user_change_carries_the_cohort_of_the_latest_accepted_event():
     notice = user_change("u000001", state, evs, session_before="")
     assert (notice.reason, notice.country, notice.device) == ("completed_episode", "BR", "android")
     assert notice.version == 2 and notice.event_time_ms == T0 + 2_000
+
+
+def test_the_catalog_is_reread_when_the_file_changes(tmp_path):
+    """An episode drop publishes a new catalog.json; running jobs see it without a restart."""
+    import json
+    import os
+
+    from transforms.compute_features import load_catalog
+
+    path = write_catalog(tmp_path)
+    first = load_catalog(path, recheck_s=0)
+    assert load_catalog(path, recheck_s=0) is first  # unchanged file: the cached object
+    with open(path) as f:
+        raw = json.loads(f.read())
+    raw["series"][0]["episodes"].append(
+        {"episode_id": "s0001e006", "episode_number": 6, "duration_ms": 90_000, "release_time_ms": 0}
+    )
+    with open(path, "w") as f:
+        f.write(json.dumps(raw))
+    os.utime(path, (1, 2_000_000_000))  # a new modification time even within the same second
+    assert load_catalog(path, recheck_s=3600) is first  # not looked at again within recheck_s
+    dropped = load_catalog(path, recheck_s=0)
+    assert dropped.episode("s0001e006").episode_number == 6
