@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -170,7 +171,7 @@ class Recommender:
         if req.context == "episode_end" and req.episode_id:
             nxt = rules.next_episode_to_watch(self.catalog, req.episode_id, done, req.country, now_ms)
         picks = rules.apply_rules(
-            ranked,
+            itertools.chain(ranked, self._backfill(req)),  # fewer than n survive the rules: top up
             catalog=self.catalog,
             country=req.country,
             now_ms=now_ms,
@@ -285,6 +286,21 @@ class Recommender:
         except Exception as exc:  # too slow or failed: the segment list takes over
             fallbacks.append("retrieval_timeout" if _is_timeout(exc) else "retrieval_error")
             return None
+
+    def _backfill(self, req: RecRequest) -> Iterable[rules.Ranked]:
+        """Lazily, after the ranked candidates: the segment list, then the catalog's first episodes.
+        The rules consume it only when the ranked pool could not fill `n` (a narrow list, licensing)."""
+        shared = self.shared.row(cand_mod.segment_row(req.country, req.device))
+        raw = shared.get(cand_mod.FAMILY, cand_mod.COLUMN) if shared is not None else None
+        if raw is not None:
+            try:
+                items = cand_mod.parse(raw).items
+            except (cand_mod.CandidateListError, TypeError, ValueError):
+                items = []
+            for episode_id, score in items:
+                yield rules.Ranked(episode_id, float(score), "segment")
+        for episode_id, score in self._catalog_default(len(self.catalog)):
+            yield rules.Ranked(episode_id, score, "catalog_default")
 
     def _catalog_default(self, k: int) -> list[tuple[str, float]]:
         out = []

@@ -9,6 +9,7 @@
 5. events published "now" to Pub/Sub; what landed in Bigtable, for a few users, series and cohorts
 6. requests through Varnish: a miss, a hit, a purge by surrogate key
 7. the loop: a viewer finishes an episode -> features -> purge -> their next answer reflects it
+8. an episode drops: catalog event -> serving + purge -> it reaches the viewer through Varnish
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     t = _header(
-        f"1/7 local stack: Bigtable emulator :{settings.bigtable_port}, Pub/Sub emulator :{settings.pubsub_port}"
+        f"1/8 local stack: Bigtable emulator :{settings.bigtable_port}, Pub/Sub emulator :{settings.pubsub_port}"
     )
     with LocalStack(settings, workdir=var / "localstack") as stack, contextlib.ExitStack() as running:
         stack.provision()
@@ -64,24 +65,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         _took(t)
 
-        t = _header(f"2/7 synthetic world: {args.users} users, {args.series} series, one day (seed {args.seed})")
+        t = _header(f"2/8 synthetic world: {args.users} users, {args.series} series, one day (seed {args.seed})")
         world = steps.make_world(var / "world", args.seed, args.users, args.series)
         print(f"   {world.summary}")
         _took(t)
 
-        t = _header("3/7 training a model bundle from the world's event log")
+        t = _header("3/8 training a model bundle from the world's event log")
         bundle = steps.train_bundle(world.dir, var / "bundles")
         print(f"   published bundle {bundle.version}: " + ", ".join(f"{k} {v}" for k, v in bundle.headline.items()))
         _took(t)
 
-        t = _header("4/7 serving API behind Varnish; streaming jobs: features, candidates, invalidation")
+        t = _header("4/8 serving API behind Varnish; streaming jobs: features, candidates, invalidation")
         edge = steps.start_serving(stack, running, world, var / "bundles", var / "logs")
         print(f"   API {edge.api_url}  (docs {edge.api_url}/docs)   Varnish {edge.varnish.url}")
         jobs = steps.start_pipelines(running, world, var / "bundles", edge)
         print(f"   running: {', '.join(jobs)}")
         _took(t)
 
-        t = _header(f"5/7 publishing {args.events:,} messages at {args.rate:,.0f}/s (times rebased to now)")
+        t = _header(f"5/8 publishing {args.events:,} messages at {args.rate:,.0f}/s (times rebased to now)")
         published = steps.publish(world, args.events, args.rate)
         print(f"   {published.summary}")
         landed_s = steps.wait_until_landed(published)
@@ -100,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   dead-lettered: {steps.dead_letters(published)}")
         _took(t)
 
-        t = _header("6/7 recommendations through Varnish")
+        t = _header("6/8 recommendations through Varnish")
         steps.show_edge(edge, users[0], world)
         _took(t)
 
-        t = _header("7/7 the loop: a viewer finishes an episode; their next answer through Varnish reflects it")
+        t = _header("7/8 the loop: a viewer finishes an episode; their next answer through Varnish reflects it")
         steps.close_the_loop(edge, users[0], world)
+        _took(t)
+
+        t = _header("8/8 an episode drops; it reaches the viewer through Varnish")
+        steps.drop_episode(edge, users[0], world)
         _took(t)
 
         if args.keep_running:

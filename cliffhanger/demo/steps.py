@@ -284,3 +284,64 @@ def close_the_loop(edge: Edge, user_id: str, world: DemoWorld) -> None:
             return
         time.sleep(0.05)
     print("   the answer still offered the finished episode after 30 s (see var/logs)")
+
+
+def drop_episode(edge: Edge, user_id: str, world: DemoWorld) -> None:
+    """A new episode of a series the viewer finished goes live: catalog.json gains it, a `series:drop`
+    goes to the catalog topic; serving applies it, the invalidation job purges the series key, and the
+    viewer's episode-end answer through Varnish leads with the new episode."""
+    from cliffhanger.catalog import Catalog, Episode, episode_id_for
+    from cliffhanger.catalog_events import SERIES_DROP, CatalogEvent
+    from cliffhanger.synth.publish import make_publisher
+    from serving.live_catalog import drop_payload
+
+    catalog = Catalog.load(world.catalog_path)
+    u = world.user(user_id)
+    series = max(
+        catalog,
+        key=lambda s: len(s.episodes) if catalog.is_licensed(s.series_id, u.country, int(time.time() * 1000)) else -1,
+    )
+    last = series.episodes[-1]
+    now = int(time.time() * 1000)
+    new = Episode(
+        episode_id_for(series.series_id, last.episode_number + 1),
+        series.series_id,
+        last.episode_number + 1,
+        last.duration_ms,
+        now,
+    )
+    updated = Catalog(
+        [
+            dataclasses.replace(s, episodes=s.episodes + (new,)) if s.series_id == series.series_id else s
+            for s in catalog
+        ]
+    )
+    tmp = Path(world.catalog_path).with_suffix(".json.tmp")
+    updated.save(tmp)
+    os.replace(tmp, world.catalog_path)  # readers see the old file or the new one
+    url = (
+        f"{edge.varnish.url}/v1/users/{user_id}/recommendations?context=episode_end&series_id={series.series_id}"
+        f"&episode_id={last.episode_id}&n=5&country={u.country}&device={u.device}"
+    )
+    body, headers, _ = _fetch(url)
+    first = body["items"][0]["episode_id"] if body["items"] else None
+    print(
+        f"   {user_id} just finished {last.episode_id}, the last episode of {series.series_id}; first offer now: {first} ({headers.get('X-Cache')})"
+    )
+    event = CatalogEvent(SERIES_DROP, series.series_id, now, now, episode_id=new.episode_id)
+    publisher = make_publisher()
+    t0 = time.perf_counter()
+    publisher.publish(
+        publisher.topic_path(Settings.from_env().project, resources.CATALOG_TOPIC), drop_payload(event, new)
+    ).result(timeout=10)
+    print(f"   series:drop {new.episode_id} published")
+    while time.perf_counter() - t0 < 30:
+        body, headers, _ = _fetch(url)
+        if body["items"] and body["items"][0]["episode_id"] == new.episode_id:
+            print(
+                f"   {time.perf_counter() - t0:.2f} s later, through Varnish ({headers.get('X-Cache')}, "
+                f"{headers.get('Cache-Control')}): first offer {new.episode_id} ({body['items'][0]['reason']})"
+            )
+            return
+        time.sleep(0.05)
+    print("   the new episode did not reach the answer within 30 s (see var/logs)")
