@@ -34,11 +34,10 @@ import numpy as np
 
 from cliffhanger import edge_keys, resources
 from cliffhanger.catalog_events import SERIES_UPDATE, CatalogEvent
-from cliffhanger.config import Settings
 from cliffhanger.fakes.cdn import CLOUDFLARE, FASTLY, FakeCdn, FakeCdnConfig
 from cliffhanger.fakes.origin import BenchOrigin, edge_get, read_version
 from cliffhanger.fakes.purge_recorder import PurgeRecorder
-from cliffhanger.localstack import LocalStack, Varnish, free_port
+from cliffhanger.localstack import LocalStack, Varnish, settings_on_free_ports
 from cliffhanger.notices import ChangeNotice
 from cliffhanger.purge.clients import (
     CLOUDFLARE_MAX_TAGS,
@@ -152,13 +151,7 @@ def _request_stats(target: str, requests: list[tuple[float, int, int]]) -> dict:
 def run_benchmark(notices: int, seconds: float, users: int, sample_every: int, settle_s: float) -> dict:
     os.environ.setdefault(edge_keys.SECRET_ENV, secrets.token_hex(16))
     secret = edge_keys.secret_from_env()
-    ports = {free_port(), free_port()}
-    while len(ports) < 2:
-        ports.add(free_port())
-    bt_port, ps_port = sorted(ports)
-    settings = Settings.from_env(
-        {**os.environ, "CLIFFHANGER_BIGTABLE_PORT": str(bt_port), "CLIFFHANGER_PUBSUB_PORT": str(ps_port)}
-    )
+    settings = settings_on_free_ports()
     stack = LocalStack(settings)
     stack.start(timeout_s=90)
     origin = BenchOrigin().start()

@@ -297,11 +297,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--py-spy-out", default="serving_profile.txt")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from cliffhanger.config import Settings
-    from cliffhanger.localstack import LocalStack, free_port
+    from cliffhanger.localstack import LocalStack, free_port, settings_on_free_ports
 
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
-    stack = LocalStack(Settings(bigtable_port=free_port(), pubsub_port=free_port()))
+    stack = LocalStack(settings_on_free_ports())
     server = None
     try:
         stack.start(timeout_s=60)

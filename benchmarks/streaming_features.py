@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 from cliffhanger import resources
-from cliffhanger.config import Settings
-from cliffhanger.localstack import LocalStack, free_port
+from cliffhanger.localstack import LocalStack, settings_on_free_ports
 from cliffhanger.probes import CompletionProber, completion_samples
 from cliffhanger.synth import FaultKnobs, LogRecord, generate
 
@@ -92,7 +91,7 @@ def run(argv: list[str] | None = None) -> dict:
     catalog_path = workdir / "catalog.json"
     g.world.catalog.save(catalog_path)
 
-    settings = Settings(bigtable_port=free_port(), pubsub_port=free_port())
+    settings = settings_on_free_ports()
     with LocalStack(settings) as stack:
         stack.provision()
         stack.apply_env()

@@ -12,26 +12,17 @@ The emulators run on free ports (never 8085/8086), so a running demo stack does 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from cliffhanger.config import Settings
-from cliffhanger.localstack import LocalStack, Varnish, free_port
+from cliffhanger.localstack import LocalStack, Varnish, settings_on_free_ports
 
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
     """Both emulators on free ports, provisioned, with os.environ pointing at them for the session."""
-    ports: set[int] = set()
-    while len(ports) < 2:
-        ports.add(free_port())
-    bt_port, ps_port = sorted(ports)
-    settings = Settings.from_env(
-        {**os.environ, "CLIFFHANGER_BIGTABLE_PORT": str(bt_port), "CLIFFHANGER_PUBSUB_PORT": str(ps_port)}
-    )
-    stack = LocalStack(settings)
+    stack = LocalStack(settings_on_free_ports())
     stack.start(timeout_s=60)
     try:
         stack.provision()

@@ -14,7 +14,7 @@ whose message says what failed and what to do; nothing waits forever.
 """
 
 from cliffhanger.localstack.process import LocalStackError, free_port
-from cliffhanger.localstack.stack import SERVICES, LocalStack
+from cliffhanger.localstack.stack import SERVICES, LocalStack, settings_on_free_ports
 from cliffhanger.localstack.varnish import DEFAULT_VCL, Varnish
 
-__all__ = ["DEFAULT_VCL", "SERVICES", "LocalStack", "LocalStackError", "Varnish", "free_port"]
+__all__ = ["DEFAULT_VCL", "SERVICES", "LocalStack", "LocalStackError", "Varnish", "free_port", "settings_on_free_ports"]

@@ -11,10 +11,22 @@ from pathlib import Path
 
 from cliffhanger.config import Settings
 from cliffhanger.localstack import emulators, provision
-from cliffhanger.localstack.process import LocalStackError, ManagedProcess, wait_for_port_release
+from cliffhanger.localstack.process import LocalStackError, ManagedProcess, free_port, wait_for_port_release
 from cliffhanger.localstack.varnish import DEFAULT_VCL, Varnish
 
 SERVICES = ("bigtable", "pubsub")
+
+
+def settings_on_free_ports() -> Settings:
+    """Settings from the environment with the two emulators on distinct free ports (tests, benchmarks):
+    never the configured ones, so a running demo stack does not clash."""
+    ports: set[int] = set()
+    while len(ports) < 2:
+        ports.add(free_port())
+    bt_port, ps_port = sorted(ports)
+    return Settings.from_env(
+        {**os.environ, "CLIFFHANGER_BIGTABLE_PORT": str(bt_port), "CLIFFHANGER_PUBSUB_PORT": str(ps_port)}
+    )
 
 
 class LocalStack:
