@@ -64,6 +64,7 @@ RETRAIN_TOPIC = "retrain"
 PURGE_DEAD_LETTER_TOPIC = "purge-dead-letter"
 CANDIDATE_CHANGES_TOPIC = "candidate-changes"
 CANDIDATES_DEAD_LETTER_TOPIC = "candidates-dead-letter"
+ITEM_CHANGES_TOPIC = "item-changes"
 
 EVENTS_SUBSCRIPTION = "events-features"
 EVENTS_DEAD_LETTER_SUBSCRIPTION = "events-dead-letter-inspect"
@@ -78,6 +79,11 @@ CANDIDATES_DEAD_LETTER_SUBSCRIPTION = "candidates-dead-letter-inspect"
 # shared by the replicas of one deployment only when there is one replica: Pub/Sub load-balances a
 # subscription's messages, so with N replicas each needs its own (see serving/catalog_feed.py).
 CATALOG_SERVING_SUBSCRIPTION = "catalog-serving"
+# Serving's edge replicas apply episode notices (serving/notice_feed.py); one subscription per replica,
+# as for catalog-serving.
+ITEM_CHANGES_SERVING_SUBSCRIPTION = "item-changes-serving"
+# The candidates job finds the viewers waiting for a dropped episode (transforms/candidates_drop.py).
+CATALOG_CANDIDATES_SUBSCRIPTION = "catalog-candidates"
 
 FEATURES_TABLE = "features"
 
@@ -89,7 +95,11 @@ TOPICS: tuple[Topic, ...] = (
     Topic(RETRAIN_TOPIC, "requests to run the batch training pipeline"),
     Topic(PURGE_DEAD_LETTER_TOPIC, "edge purges that kept failing"),
     Topic(CANDIDATE_CHANGES_TOPIC, "notices from the candidates pipeline that a user's candidate list was rewritten"),
-    Topic(CANDIDATES_DEAD_LETTER_TOPIC, "change notices the candidates pipeline could not parse, with the reason"),
+    Topic(
+        CANDIDATES_DEAD_LETTER_TOPIC,
+        "change notices and catalog events the candidates pipeline could not parse, with the reason",
+    ),
+    Topic(ITEM_CHANGES_TOPIC, "episode notices from the features pipeline for serving's edge replicas"),
 )
 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
@@ -103,6 +113,8 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(CANDIDATE_CHANGES_SUBSCRIPTION, CANDIDATE_CHANGES_TOPIC),
     Subscription(CANDIDATES_DEAD_LETTER_SUBSCRIPTION, CANDIDATES_DEAD_LETTER_TOPIC),
     Subscription(CATALOG_SERVING_SUBSCRIPTION, CATALOG_TOPIC),
+    Subscription(ITEM_CHANGES_SERVING_SUBSCRIPTION, ITEM_CHANGES_TOPIC),
+    Subscription(CATALOG_CANDIDATES_SUBSCRIPTION, CATALOG_TOPIC),
 )
 
 TABLES: tuple[Table, ...] = (

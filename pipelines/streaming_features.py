@@ -1,5 +1,8 @@
 """Streaming features: playback events from Pub/Sub -> fresh per-user / episode / series / cohort
 features in Bigtable; malformed and too-late events -> the dead-letter topic with the reason.
+Change notices: users' -> `feature-changes` (candidates, invalidation); episodes' -> `item-changes`
+(the serving nodes' edge replicas; at most one per episode per second of event time, see
+transforms/compute_features.py).
 
 Locally (emulators up, see README):
     python -m pipelines.streaming_features --catalog var/world/catalog.json
@@ -19,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from cliffhanger import resources
 from pipelines.options import CliffhangerOptions, project_of, use_local_runner
 from transforms.bigtable_sink import BigtableTarget
-from transforms.compute_features import CHANGES, ComputeFeatures, PublishNotices
+from transforms.compute_features import CHANGES, ITEM_CHANGES, ComputeFeatures, PublishNotices
 from transforms.parse import DEAD_LETTER, EVENTS, ParseEvents, WriteDeadLetters, with_event_time
 
 
@@ -30,6 +33,11 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     parser.add_argument("--dead_letter_topic", default=resources.EVENTS_DEAD_LETTER_TOPIC)
     parser.add_argument(
         "--changes_topic", default=resources.FEATURE_CHANGES_TOPIC, help="change notices for invalidation"
+    )
+    parser.add_argument(
+        "--item_changes_topic",
+        default=resources.ITEM_CHANGES_TOPIC,
+        help="episode notices for serving's edge replicas ('' to not publish them)",
     )
     known, pipeline_args = parser.parse_known_args(argv)
     options = PipelineOptions(pipeline_args)
@@ -56,6 +64,9 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         | "ComputeFeatures" >> ComputeFeatures(flags.catalog, target)
     )
     _ = features[CHANGES] | "PublishChanges" >> PublishNotices(f"projects/{project}/topics/{known.changes_topic}")
+    if known.item_changes_topic:
+        topic = f"projects/{project}/topics/{known.item_changes_topic}"
+        _ = features[ITEM_CHANGES] | "PublishItemChanges" >> PublishNotices(topic)
     _ = parsed[DEAD_LETTER] | "DeadLetters" >> WriteDeadLetters(f"projects/{project}/topics/{known.dead_letter_topic}")
     return p.run()
 

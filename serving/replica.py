@@ -8,6 +8,12 @@ trending episodes), updated by versioned change notices and healed by periodic r
     await replica.fetch_pending(executor) # read the rows notices pointed at
     await replica.reconcile(hot, executor, bundle)   # re-read the whole hot set; heals missed notices
 
+The live feed: the features pipeline publishes an episode notice (topic `item-changes`, at most one
+per episode per second of event time) after the episode's row is written; serving/notice_feed.py pulls
+them, applies those for hot episodes (`is_hot`) and reads the announced rows with one batched read per
+pull. Reconciliation stays the healer for what the feed misses (a notice lost or rate-limited away, a
+disconnected node, late events that do not move `as_of_ms`).
+
 Versions. For an episode the version is the row's `as_of_ms`: the event-time watermark the features
 pipeline stamps on every cell of the row (ItemState.as_of_ms only grows), so a row read from Bigtable
 and a notice about it compare without any other bookkeeping. An episode notice carries that number
@@ -107,6 +113,11 @@ class EdgeReplica:
         self.embeddings: dict[str, np.ndarray] = {}
         self.embeddings_version: str | None = None
         self.hot: tuple[str, ...] = ()
+        self._hot_set: frozenset[str] = frozenset()
+
+    def is_hot(self, episode_id: str) -> bool:
+        """In the hot set of the last reconciliation (empty until the first one)."""
+        return episode_id in self._hot_set
 
     def version(self, episode_id: str) -> int | None:
         entry = self.entries.get(episode_id)
@@ -168,10 +179,12 @@ class EdgeReplica:
             self.metrics.replica.labels("reconcile_error").inc()
             raise
         changed = sum(self.apply(row, authoritative=True) for row in rows.values())
-        keep = set(hot)
+        keep = frozenset(hot)
         for gone in [e for e in self.entries if e not in keep]:
             del self.entries[gone]
-        self.hot = tuple(hot)
+        for gone in [e for e in self.pending if e not in keep]:
+            del self.pending[gone]  # left the hot set: no longer worth a read
+        self.hot, self._hot_set = tuple(hot), keep
         if bundle is not None:
             self.set_embeddings(bundle.version, bundle.item_ids, bundle.item_embeddings)
         return changed

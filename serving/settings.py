@@ -27,8 +27,9 @@ Environment variables (all optional unless noted):
     CLIFFHANGER_DROP_WINDOW_S       a series is "dropping" this long around a release (600)
     CLIFFHANGER_DROP_TTL_S          max-age of answers naming a dropping series       (1)
     CLIFFHANGER_HOT_TTL_MAX_S       cap of the popularity-driven max-age              (30)
-  Edge replica (serving/replica.py):
+  Edge replica (serving/replica.py, serving/notice_feed.py):
     CLIFFHANGER_REPLICA_RECONCILE_S how often the hot set is re-read from Bigtable     (60)
+    CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION  episode notices for the replica; "" = off   (item-changes-serving)
   Playlists and chunks (serving/hls.py, serving/chunks.py):
     CLIFFHANGER_PLAYLIST_EPISODES   episodes stitched into next.m3u8                  (3)
     CLIFFHANGER_SEGMENT_S           media segment duration                            (4)
@@ -113,6 +114,7 @@ class ServingSettings:
     drop_ttl_s: float = 1.0
     hot_ttl_max_s: float = 30.0
     replica_reconcile_s: float = 60.0
+    item_changes_subscription: str = "item-changes-serving"
     playlist_episodes: int = 3
     segment_s: float = 4.0
     playlist_ttl_s: float = 2.0
@@ -147,6 +149,7 @@ class ServingSettings:
             drop_ttl_s=_num(env, "CLIFFHANGER_DROP_TTL_S", cls.drop_ttl_s),
             hot_ttl_max_s=_num(env, "CLIFFHANGER_HOT_TTL_MAX_S", cls.hot_ttl_max_s),
             replica_reconcile_s=_num(env, "CLIFFHANGER_REPLICA_RECONCILE_S", cls.replica_reconcile_s),
+            item_changes_subscription=env.get("CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION", cls.item_changes_subscription),
             playlist_episodes=int(_num(env, "CLIFFHANGER_PLAYLIST_EPISODES", cls.playlist_episodes, int)),
             segment_s=_num(env, "CLIFFHANGER_SEGMENT_S", cls.segment_s),
             chunk_dir=env.get("CLIFFHANGER_CHUNK_DIR", cls.chunk_dir),

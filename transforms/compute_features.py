@@ -11,6 +11,18 @@ bundle in one `mutate_rows` call (see benchmarks/streaming_features.py for the m
 The stateful DoFns both update state and write their rows (through an injected sink) because Beam
 processes a key's bundles one after another: writing from the same DoFn keeps a key's writes in state
 order on every runner, so a slower, older write can never land after a newer one.
+
+Notices. User notices (`changes`, topic `feature-changes`) tell the candidates and invalidation jobs
+that what we would recommend to a user changed. Episode notices (`item_changes`, topic `item-changes`)
+tell the serving nodes' edge replicas (serving/replica.py) that an episode row moved forward: version =
+the row's `as_of_ms`, the number the replica compares. They are rate-limited per episode: at most one
+per bundle (a bundle's events for a key are folded at once) and at most one per `notice_interval_ms` of
+event time (the leading change of a burst is announced at once; what follows within the interval rides
+on the next notice, or, if the episode goes quiet, on the replica's periodic reconciliation). They are
+emitted in `finish_bundle`, after the bundle's rows are flushed, so a replica that reads the row on a
+notice finds at least that version. They go to their own topic, not `feature-changes`: every answer is
+tagged e-<episode> for its items, and the invalidation job purges a notice's key, so episode notices
+there would purge every cached answer naming a trending episode about once a second.
 """
 
 from __future__ import annotations
@@ -21,21 +33,25 @@ import time
 from collections import defaultdict
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from cliffhanger.catalog import Catalog
 from cliffhanger.notices import ChangeNotice
 from transforms.bigtable_sink import BigtableSink, BigtableTarget
-from transforms.feature_rows import entity_keys, entity_update, new_entity_state, user_updates
-from transforms.features import UserState
+from transforms.feature_rows import EPISODE, entity_keys, entity_update, new_entity_state, user_updates
+from transforms.features import CohortState, ItemState, UserState
 
 ROWS = "rows"
 ACCEPTED = "accepted"
 CHANGES = "changes"
+ITEM_CHANGES = "item_changes"
+ITEM_FEATURES = "item_features"  # the reason of an episode notice
+NOTICE_INTERVAL_MS = 1_000  # at most one episode notice per episode per second of event time
 
 
 CATALOG_RECHECK_S = 30.0
@@ -186,13 +202,42 @@ class _UpdateUserState(_SinkingDoFn):
             yield beam.pvalue.TaggedOutput(CHANGES, notice)
 
 
+def episode_change(
+    entity_key: str, state: ItemState | CohortState, notified_ms: int | None, interval_ms: int = NOTICE_INTERVAL_MS
+) -> ChangeNotice | None:
+    """A notice for the edge replicas when an episode's row moved forward, or None: not an episode, or
+    its `as_of_ms` is less than `interval_ms` past the last announced one (`notified_ms`; None = never)."""
+    kind, _, episode_id = entity_key.partition("|")
+    if kind != EPISODE:
+        return None
+    if notified_ms is not None and state.as_of_ms < notified_ms + max(1, interval_ms):
+        return None
+    return ChangeNotice("episode", episode_id, ITEM_FEATURES, state.as_of_ms, state.as_of_ms)
+
+
 @beam.typehints.with_input_types(tuple[str, list])
 class _UpdateEntityState(_SinkingDoFn):
-    """(entity_key, [accepted events]) -> the episode / series / cohort row."""
+    """(entity_key, [accepted events]) -> the episode / series / cohort row; episode notices (tag
+    ITEM_CHANGES) emitted after the bundle's rows are flushed."""
 
     STATE = userstate.ReadModifyWriteStateSpec("entity", PickleCoder())
+    NOTIFIED = userstate.ReadModifyWriteStateSpec("notified", VarIntCoder())  # as_of_ms last announced
 
-    def process(self, kv, state=beam.DoFn.StateParam(STATE)):
+    def __init__(self, target: BigtableTarget | None, notice_interval_ms: int = NOTICE_INTERVAL_MS):
+        super().__init__(target)
+        self._interval_ms = notice_interval_ms
+        self._notices_out = Metrics.counter("features", "episode_notices")
+
+    def start_bundle(self):
+        self._notices: dict[str, tuple[ChangeNotice, Timestamp]] = {}  # episode -> its newest notice
+
+    def process(
+        self,
+        kv,
+        state=beam.DoFn.StateParam(STATE),
+        notified=beam.DoFn.StateParam(NOTIFIED),
+        timestamp=beam.DoFn.TimestampParam,
+    ):
         entity_key, events = kv
         s = state.read() or new_entity_state(entity_key)
         changed = [e for e in events if s.apply(e)]
@@ -200,19 +245,37 @@ class _UpdateEntityState(_SinkingDoFn):
             return
         state.write(s)
         yield from self._emit_rows([entity_update(entity_key, s)])
+        if entity_key.startswith(EPISODE + "|"):
+            notice = episode_change(entity_key, s, notified.read(), self._interval_ms)
+            if notice is not None:
+                notified.write(notice.version)
+                held = self._notices.get(notice.id)
+                if held is None or notice.version > held[0].version:
+                    self._notices[notice.id] = (notice, timestamp)
+
+    def finish_bundle(self):
+        super().finish_bundle()  # rows first: a notice never announces a row that is not written yet
+        self._notices_out.inc(len(self._notices))
+        for notice, ts in self._notices.values():
+            yield beam.pvalue.TaggedOutput(ITEM_CHANGES, WindowedValue(notice, ts, [GlobalWindow()]))
+        self._notices = {}
 
 
 class ComputeFeatures(beam.PTransform):
     """Timestamped PlaybackEvents -> {'accepted': deduplicated events, 'rows': RowUpdates,
-    'changes': ChangeNotices for the invalidation pipeline}.
+    'changes': user ChangeNotices (candidates, invalidation), 'item_changes': episode ChangeNotices
+    (the serving nodes' edge replicas)}.
 
     With a `target`, rows are written to Bigtable inside the stateful stages and `rows` is empty.
     """
 
-    def __init__(self, catalog_path: str, target: BigtableTarget | None = None):
+    def __init__(
+        self, catalog_path: str, target: BigtableTarget | None = None, notice_interval_ms: int = NOTICE_INTERVAL_MS
+    ):
         super().__init__()
         self._catalog_path = catalog_path
         self._target = target
+        self._notice_interval_ms = notice_interval_ms
 
     def expand(self, events):
         users = (
@@ -224,14 +287,17 @@ class ComputeFeatures(beam.PTransform):
         entities = (
             users[ACCEPTED]
             | "BatchPerEntity" >> beam.ParDo(_BatchPerBundle(entity_keys))
-            | "EntityFeatures" >> beam.ParDo(_UpdateEntityState(self._target)).with_outputs(ROWS, main="unused")
+            | "EntityFeatures"
+            >> beam.ParDo(_UpdateEntityState(self._target, self._notice_interval_ms)).with_outputs(
+                ROWS, ITEM_CHANGES, main="unused"
+            )
         )
         rows = (users[ROWS], entities[ROWS]) | "AllRows" >> beam.Flatten()
-        return {ACCEPTED: users[ACCEPTED], ROWS: rows, CHANGES: users[CHANGES]}
+        return {ACCEPTED: users[ACCEPTED], ROWS: rows, CHANGES: users[CHANGES], ITEM_CHANGES: entities[ITEM_CHANGES]}
 
 
 class PublishNotices(beam.PTransform):
-    """ChangeNotices -> a Pub/Sub topic (JSON), for the invalidation pipeline."""
+    """ChangeNotices -> a Pub/Sub topic (JSON, one notice per message)."""
 
     def __init__(self, topic_path: str):
         super().__init__()

@@ -13,8 +13,8 @@ locals {
   # What each Dataflow job reads and publishes: the defaults of its flags in pipelines/*.py (a test
   # checks them). Grants below are per subscription / topic, never project-wide Pub/Sub roles.
   dataflow_jobs = {
-    streaming_features = { subscriptions = ["events-features"], topics = ["feature-changes", "events-dead-letter"] }
-    candidates         = { subscriptions = ["feature-changes-candidates"], topics = ["candidate-changes", "candidates-dead-letter"] }
+    streaming_features = { subscriptions = ["events-features"], topics = ["feature-changes", "item-changes", "events-dead-letter"] }
+    candidates         = { subscriptions = ["feature-changes-candidates", "catalog-candidates"], topics = ["candidate-changes", "candidates-dead-letter"] }
     invalidation       = { subscriptions = ["feature-changes-invalidation", "catalog-invalidation", "candidate-changes-invalidation"], topics = ["purge-dead-letter"] }
   }
 

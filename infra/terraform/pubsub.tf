@@ -12,6 +12,7 @@ locals {
     "purge-dead-letter",
     "candidate-changes",
     "candidates-dead-letter",
+    "item-changes",
   ]
 
   # max_delivery_attempts only means something with a dead-letter topic (it is part of Pub/Sub's
@@ -27,6 +28,8 @@ locals {
     "candidate-changes-invalidation" = { topic = "candidate-changes", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
     "candidates-dead-letter-inspect" = { topic = "candidates-dead-letter", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
     "catalog-serving"                = { topic = "catalog", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
+    "item-changes-serving"           = { topic = "item-changes", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
+    "catalog-candidates"             = { topic = "catalog", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
   }
 
   dead_lettered_subscriptions = { for name, s in local.pubsub_subscriptions : name => s if s.dead_letter_topic != null }

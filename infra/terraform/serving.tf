@@ -21,6 +21,7 @@ locals {
     "CLIFFHANGER_DEFAULT_COUNTRY",
     "CLIFFHANGER_DEFAULT_DEVICE",
     "CLIFFHANGER_CATALOG_SUBSCRIPTION",
+    "CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION",
     "CLIFFHANGER_DROP_WINDOW_S",
     "CLIFFHANGER_DROP_TTL_S",
     "CLIFFHANGER_HOT_TTL_MAX_S",
@@ -42,8 +43,9 @@ locals {
     CLIFFHANGER_CATALOG     = "${local.bundles_mount}/${var.catalog_object}"
   })
 
-  # Serving applies catalog events from its own subscription (CLIFFHANGER_CATALOG_SUBSCRIPTION).
-  serving_subscriptions = ["catalog-serving"]
+  # Serving applies catalog events (CLIFFHANGER_CATALOG_SUBSCRIPTION) and episode notices for its edge
+  # replica (CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION) from its own subscriptions.
+  serving_subscriptions = ["catalog-serving", "item-changes-serving"]
 }
 
 resource "google_service_account" "serving" {
@@ -141,8 +143,9 @@ resource "google_cloud_run_v2_service" "serving" {
           cpu    = var.serving_cpu
           memory = var.serving_memory
         }
-        # CPU stays allocated between requests: the bundle watcher polls CURRENT and the catalog feed
-        # pulls Pub/Sub in the background; throttled, a new bundle or an episode drop would be missed.
+        # CPU stays allocated between requests: the bundle watcher polls CURRENT and the catalog and
+        # notice feeds pull Pub/Sub in the background; throttled, a new bundle, an episode drop or a hot
+        # episode's new counters would be missed.
         cpu_idle          = false
         startup_cpu_boost = true
       }

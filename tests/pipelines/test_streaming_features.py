@@ -59,7 +59,11 @@ def _expected_cells(events):
 
 def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack, clean_bigtable, tmp_path):
     project = local_stack.settings.project
-    for sub in (resources.EVENTS_DEAD_LETTER_SUBSCRIPTION, resources.FEATURE_CHANGES_SUBSCRIPTION):
+    for sub in (
+        resources.EVENTS_DEAD_LETTER_SUBSCRIPTION,
+        resources.FEATURE_CHANGES_SUBSCRIPTION,
+        resources.ITEM_CHANGES_SERVING_SUBSCRIPTION,
+    ):
         drain(project, sub, expect=10**6, timeout_s=1)  # empty it
     now = int(time.time() * 1000)
     valid = [
@@ -110,6 +114,15 @@ def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack
         assert ("u000001", "completed_episode") in by_user
         assert ("u000002", "new_session") in by_user
         assert all(n.entity == "user" and n.version > 0 for n in notices)
+
+        episodes = {e.episode_id for e in valid if e.event_type in ("play_start", "complete")}
+        items = [
+            ChangeNotice.from_json(m.data)
+            for m in drain(project, resources.ITEM_CHANGES_SERVING_SUBSCRIPTION, expect=len(episodes), timeout_s=30)
+        ]
+        assert {n.id for n in items} == episodes and {n.entity for n in items} == {"episode"}
+        for n in items:  # a notice never announces a version the row does not have yet
+            assert n.version <= rows[rowkeys.episode_key(n.id)].get("i", "as_of_ms")
     finally:
         result.cancel()
 

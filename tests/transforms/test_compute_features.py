@@ -67,11 +67,14 @@ def _expected(events):
 
 
 def _stream(items):
-    """items: RawEvent or ('watermark', seconds). Arrival = publish time; TestStream timestamp = arrival."""
+    """items: RawEvent, [RawEvent, ...] (one batch) or ('watermark', seconds). Arrival = publish time;
+    TestStream timestamp = arrival."""
     ts = TestStream()
     for item in items:
         if isinstance(item, tuple):
             ts = ts.advance_watermark_to(item[1])
+        elif isinstance(item, list):
+            ts = ts.add_elements([beam.window.TimestampedValue(r, r.arrival_ms / 1000) for r in item])
         else:
             ts = ts.add_elements([beam.window.TimestampedValue(item, item.arrival_ms / 1000)])
     return ts.advance_watermark_to_infinity()
@@ -205,3 +208,52 @@ def test_the_catalog_is_reread_when_the_file_changes(tmp_path):
     assert load_catalog(path, recheck_s=3600) is first  # not looked at again within recheck_s
     dropped = load_catalog(path, recheck_s=0)
     assert dropped.episode("s0001e006").episode_number == 6
+
+
+def test_episode_change_is_rate_limited_in_event_time():
+    from transforms.compute_features import episode_change
+    from transforms.features import CohortState, ItemState
+
+    state = ItemState()
+    state.apply(event("play_start", t=T0 + 1_500))
+    first = episode_change("e|s0001e001", state, None, interval_ms=1_000)
+    assert (first.entity, first.id, first.reason, first.version, first.event_time_ms) == (
+        "episode",
+        "s0001e001",
+        "item_features",
+        T0 + 1_500,
+        T0 + 1_500,
+    )
+    assert episode_change("e|s0001e001", state, T0 + 501, interval_ms=1_000) is None  # 999 ms since the last
+    assert episode_change("e|s0001e001", state, T0 + 500, interval_ms=1_000).version == T0 + 1_500
+    assert episode_change("e|s0001e001", state, T0 + 1_500, interval_ms=0) is None  # never the same version twice
+    assert episode_change("s|s0001", state, None) is None and episode_change("c|US|ios", CohortState(), None) is None
+
+
+def test_episode_notices_at_most_one_per_bundle_and_interval(tmp_path):
+    """Bundles (TestStream batches) of events for episode 1; the expected notices, by version:
+    T0 (first), not T0+200 (within 1 s), T0+1500, T0+3200 (one for the three events of that bundle),
+    not the late T0+100 (as_of does not move). Episode 2's single event gets its own notice."""
+    from transforms.compute_features import ITEM_CHANGES
+
+    def ev(t, episode=1, kind="play_start"):
+        return raw(event(kind, t=T0 + t, episode=episode, user=f"u{t:06d}"))
+
+    items = [
+        ev(0),
+        ("watermark", (T0 + 100) / 1000),
+        ev(200),
+        ("watermark", (T0 + 300) / 1000),
+        ev(1_500),
+        ("watermark", (T0 + 1_600) / 1000),
+        [ev(3_000), ev(3_100, kind="complete"), ev(3_200), ev(3_200, episode=2)],  # one batch
+        ("watermark", (T0 + 3_300) / 1000),
+        raw(event("play_start", t=T0 + 100, user="u100100"), T0 + 4_000),  # late but allowed
+    ]
+    catalog_path = write_catalog(tmp_path)
+    with TestPipeline(options=_options()) as p:
+        parsed = p | _stream(items) | ParseEvents(LATENESS_S, SKEW_S)
+        out = parsed[EVENTS] | beam.Map(with_event_time) | ComputeFeatures(catalog_path, notice_interval_ms=1_000)
+        got = out[ITEM_CHANGES] | beam.Map(lambda n: (n.entity, n.id, n.reason, n.version))
+        want = [("episode", "s0001e001", "item_features", T0 + t) for t in (0, 1_500, 3_200)]
+        assert_that(got, equal_to([*want, ("episode", "s0001e002", "item_features", T0 + 3_200)]))
