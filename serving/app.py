@@ -45,6 +45,7 @@ from serving.catalog_feed import CatalogFeed
 from serving.feature_store import FeatureStore
 from serving.live_catalog import CatalogChange, LiveCatalog
 from serving.metrics import Metrics
+from serving.notice_feed import NoticeFeed
 from serving.playlists import PlaylistService
 from serving.recommend import NotReady, Recommender
 from serving.service import InvalidRequest, RecommendationService, validate
@@ -215,6 +216,9 @@ def create_app(
         feed = CatalogFeed(s.base.project, s.catalog_subscription, state.live.apply, metrics)
         if s.catalog_subscription:
             tasks.append(feed.start())
+        notices = NoticeFeed(s.base.project, s.item_changes_subscription, state.replica, metrics)
+        if s.item_changes_subscription:  # episode notices keep the replica fresh between reconciliations
+            tasks.append(notices.start())
         state.shared.start()
         first_load = loop.create_task(state.watcher.check_now())  # /readyz 503 meanwhile
         state.watcher.start()
@@ -226,6 +230,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)  # the cancellations we asked for
             await feed.stop()
+            await notices.stop()
             await state.watcher.stop()
             await state.shared.stop()
             executor.shutdown(wait=False, cancel_futures=True)
