@@ -1,10 +1,24 @@
 """Change notices: "this entity's features or candidates changed", from the streaming pipelines to
-the invalidation pipeline (topic `feature-changes`). JSON, one notice per message.
+their consumers. JSON, one notice per message.
 
     {"entity": "user", "id": "u000042", "reason": "completed_episode", "version": 17, "event_time_ms": 1795262400000}
 
-`version` increases monotonically per entity (the feature state's applied-event count), so a consumer
-can drop a notice older than one it already acted on. Delivery is at-least-once: consumers dedupe.
+`version` increases monotonically per entity, so a consumer can drop a notice older than one it already
+acted on. Delivery is at-least-once: consumers dedupe. Who publishes what:
+
+    topic              entity   reason                 version                           consumers
+    feature-changes    user     completed_episode,     the user state's applied-event    candidates,
+                                new_session            count                             invalidation
+    item-changes       episode  item_features          the episode row's as_of_ms        serving's replicas
+    candidate-changes  user     candidates_refreshed   the user notice's version         invalidation
+                                new_episode            the catalog's series revision
+
+Episode notices have their own topic: invalidation purges the key of every notice it reads, and every
+answer is tagged with its episodes' keys, so on `feature-changes` they would purge the hottest answers
+continuously (transforms/compute_features.py). `new_episode`: the viewer was waiting for an episode that
+just dropped (transforms/candidates_drop.py); its version orders the drops of one series, not the user's
+other notices, so a consumer that dedupes by version does it per (id, reason). The invalidation
+pipeline does not dedupe by version at all: purging twice is harmless.
 
 Optional: a user notice may carry the `country` and `device` of the user's latest accepted event (the
 candidates pipeline needs them for the query tower's context). They are left out of the JSON when

@@ -7,6 +7,13 @@ Malformed notices -> `candidates-dead-letter` with the reason.
 The features pipeline only notices meaningful changes (a finished episode, a new session), so that is
 when a list is refreshed. Segment and global lists for new users: pipelines/segment_candidates.py.
 
+Episode drops (`catalog`, subscription `catalog-candidates`): a `series:drop` -> the viewers waiting
+for the new episode (they completed the one before it) -> a `new_episode` notice each on
+`candidate-changes`, so the invalidation pipeline purges their cached answers. No list is rewritten:
+the new episode has no embedding until retrain, and serving already maps a listed or continue-watching
+series to the viewer's entry episode with its live catalog (transforms/candidates_drop.py says why in
+full). Catalog payloads that cannot be parsed -> `candidates-dead-letter` as well.
+
 Locally (emulators up, a bundle published, see README):
     python -m pipelines.candidates --bundle_root var/bundles
 On Dataflow:
@@ -26,6 +33,7 @@ from cliffhanger import resources
 from pipelines.options import CliffhangerOptions, project_of, use_local_runner
 from transforms.bigtable_sink import BigtableTarget
 from transforms.candidates import NOTICES, CoalesceNotices, ParseNotices, RefreshCandidates
+from transforms.candidates_drop import DROPS, ParseDrops, WaitingViewers
 from transforms.compute_features import PublishNotices
 from transforms.parse import DEAD_LETTER, WriteDeadLetters, from_pubsub
 
@@ -35,7 +43,14 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle_root", "--bundle-root", dest="bundle_root", required=True, help="local or gs://")
     parser.add_argument("--subscription", default=resources.FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION)
-    parser.add_argument("--changes_topic", default=resources.CANDIDATE_CHANGES_TOPIC, help="candidates_refreshed")
+    parser.add_argument(
+        "--catalog_subscription",
+        default=resources.CATALOG_CANDIDATES_SUBSCRIPTION,
+        help="catalog events: episode drops reach waiting viewers ('' to skip)",
+    )
+    parser.add_argument(
+        "--changes_topic", default=resources.CANDIDATE_CHANGES_TOPIC, help="candidates_refreshed, new_episode"
+    )
     parser.add_argument("--dead_letter_topic", default=resources.CANDIDATES_DEAD_LETTER_TOPIC)
     parser.add_argument("--top_n", type=int, default=200, help="episodes per list")
     parser.add_argument("--reload_check_s", type=float, default=30.0, help="look for a new bundle at most this often")
@@ -49,23 +64,42 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     project = project_of(options)
     target = BigtableTarget(project, flags.bigtable_instance, flags.bigtable_table)
 
+    def subscription(name: str) -> str:
+        return f"projects/{project}/subscriptions/{name}"
+
     p = beam.Pipeline(options=options)
     parsed = (
         p
-        | "ReadNotices"
-        >> beam.io.ReadFromPubSub(
-            subscription=f"projects/{project}/subscriptions/{known.subscription}", with_attributes=True
-        )
+        | "ReadNotices" >> beam.io.ReadFromPubSub(subscription=subscription(known.subscription), with_attributes=True)
         | "NoticeArrival" >> beam.Map(from_pubsub)
         | "ParseNotices" >> ParseNotices()
     )
-    _ = (
+    refreshed = (
         parsed[NOTICES]
         | "LatestPerUser" >> CoalesceNotices()
         | "RefreshLists" >> RefreshCandidates(known.bundle_root, target, known.top_n, known.reload_check_s)
-        | "PublishRefreshed" >> PublishNotices(f"projects/{project}/topics/{known.changes_topic}")
     )
-    _ = parsed[DEAD_LETTER] | "DeadLetters" >> WriteDeadLetters(f"projects/{project}/topics/{known.dead_letter_topic}")
+    notices, dead = [refreshed], [parsed[DEAD_LETTER]]
+    if known.catalog_subscription:
+        drops = (
+            p
+            | "ReadCatalog"
+            >> beam.io.ReadFromPubSub(subscription=subscription(known.catalog_subscription), with_attributes=True)
+            | "CatalogArrival" >> beam.Map(from_pubsub)
+            | "ParseDrops" >> ParseDrops()
+        )
+        notices.append(drops[DROPS] | "WaitingViewers" >> WaitingViewers(target))
+        dead.append(drops[DEAD_LETTER])
+    _ = (
+        tuple(notices)
+        | "AllNotices" >> beam.Flatten()
+        | "PublishNotices" >> PublishNotices(f"projects/{project}/topics/{known.changes_topic}")
+    )
+    _ = (
+        tuple(dead)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetters" >> WriteDeadLetters(f"projects/{project}/topics/{known.dead_letter_topic}")
+    )
     return p.run()
 
 

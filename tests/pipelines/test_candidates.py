@@ -6,10 +6,13 @@
 * a newer notice after a new bundle is published -> the list is rewritten from the new bundle (hot-swap)
 * an older notice processed late -> the newer list stays (the cell timestamp orders them)
 * a malformed notice -> candidates-dead-letter with the reason
+* an episode drop -> a `new_episode` notice for each viewer waiting for it (and for no one else); a
+  malformed catalog payload -> candidates-dead-letter
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -47,9 +50,13 @@ def artifacts(world, tmp_path_factory) -> devdata.Artifacts:
 
 
 def _empty(project: str) -> None:
-    for sub in (resources.CANDIDATE_CHANGES_SUBSCRIPTION, resources.CANDIDATES_DEAD_LETTER_SUBSCRIPTION):
+    for sub in (
+        resources.CANDIDATE_CHANGES_SUBSCRIPTION,
+        resources.CANDIDATES_DEAD_LETTER_SUBSCRIPTION,
+        resources.FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION,
+        resources.CATALOG_CANDIDATES_SUBSCRIPTION,  # drops other tests published
+    ):
         drain(project, sub, expect=10**6, timeout_s=1)
-    drain(project, resources.FEATURE_CHANGES_CANDIDATES_SUBSCRIPTION, expect=10**6, timeout_s=1)
 
 
 def _wait_list(store, user_id: str, want_ms: int, timeout_s: float = 90) -> tuple:
@@ -126,5 +133,42 @@ def test_notices_become_lists_newer_wins_bad_ones_dead_lettered(
         assert {ChangeNotice.from_json(m.data).version for m in late} >= {4}
         still, cell3 = _wait_list(store, user, T + 1_000, timeout_s=5)
         assert cell3 == T + 1_000 and still.bundle_version == "v2"  # the newer list still wins
+    finally:
+        result.cancel()
+
+
+def test_a_drop_reaches_the_viewers_waiting_for_it(local_stack, clean_bigtable, world, artifacts, tmp_path):
+    from cliffhanger.catalog_events import SERIES_DROP, CatalogEvent
+    from serving.live_catalog import drop_payload
+    from tests.factories import catalog
+
+    project = local_stack.settings.project
+    _empty(project)
+    root = str(tmp_path / "bundles")
+    devdata.publish_bundle(root, artifacts, version="v1", seed=1)
+    s = local_stack.settings
+    target = BigtableTarget(project, s.bigtable_instance, resources.FEATURES_TABLE)
+    evs = [
+        event("complete", t=T, user="u900001", episode=5),  # finished the last of 5 episodes: waiting
+        event("complete", t=T, user="u900002", episode=3),  # episode 4 is next for them
+        event("play_start", t=T, user="u900003", episode=5),  # resumes episode 5
+        event("complete", t=T, user="u900004", series="s0002", episode=5),  # waits for another series
+    ]
+    devdata.seed_features(target, devdata.replay_updates(evs, catalog()))
+    result = candidates.run(["--bundle_root", root, "--project", project, "--runner", "DirectRunner"])
+    try:
+        dropped = catalog().series("s0001").episodes[-1]
+        new = dataclasses.replace(dropped, episode_id="s0001e006", episode_number=6)
+        drop = CatalogEvent(SERIES_DROP, "s0001", T + 5_000, 11, episode_id=new.episode_id)
+        publish(project, resources.CATALOG_TOPIC, [drop_payload(drop, new), b'{"type": "series:drop"}'])
+        got = drain(project, resources.CANDIDATE_CHANGES_SUBSCRIPTION, expect=1, timeout_s=90)
+        got += drain(project, resources.CANDIDATE_CHANGES_SUBSCRIPTION, expect=10**6, timeout_s=2)  # no others
+        notices = [ChangeNotice.from_json(m.data) for m in got]
+        assert [(n.entity, n.id, n.reason, n.version, n.event_time_ms) for n in notices] == [
+            ("user", "u900001", "new_episode", 11, T + 5_000)
+        ]
+        dead = drain(project, resources.CANDIDATES_DEAD_LETTER_SUBSCRIPTION, expect=1)
+        assert [m.data for m in dead] == [b'{"type": "series:drop"}']
+        assert dead[0].attributes["reason"].startswith("catalog: ") and dead[0].attributes["field"] == "series_id"
     finally:
         result.cancel()

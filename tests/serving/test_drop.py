@@ -1,7 +1,8 @@
 """Episode drops (issue 5, section 2): catalog events move serving's catalog forward with per-series
 versions; drop windows and popularity set TTLs (serving/ttl_policy.py); end to end, a series:drop
 published to the real Pub/Sub emulator reaches serving, and after a purge of the series key the next
-request through Varnish lists the new episode."""
+request through Varnish lists the new episode; a viewer waiting for the episode, whose answer that
+purge misses, is found by the candidates job's drop step and their answer refreshed."""
 
 from __future__ import annotations
 
@@ -181,5 +182,89 @@ def test_series_drop_reaches_the_edge(local_stack, world, bundle_root, varnish, 
             assert playlist.headers["cache-control"] == "public, max-age=1, stale-while-revalidate=1"
             chunk = client.get(f"/chunks/{new_ep.episode_id}/720p/v1/0.m4s")  # the new episode has media
             assert chunk.status_code == 200
+    finally:
+        stop_edge_stack(server)
+
+
+def _waiting_pairs(world, at_ms: int) -> list[tuple[str, str, Episode]]:
+    """(user, series, episode) where the user's latest playback in the series completed `episode`, the
+    series has a later episode and is licensed in the user's country: drop that later one, and the user
+    is a viewer waiting for it."""
+    from transforms.features import _TYPE_RANK
+
+    full = world.world.catalog
+    users = {u.user_id: u for u in world.world.users}
+    latest: dict[tuple[str, str], tuple] = {}
+    for m in world.events:
+        e = m.event
+        if e.event_type in ("play_start", "progress", "complete", "skip"):
+            key = (e.user_id, e.series_id)
+            cand = (e.event_time_ms, _TYPE_RANK[e.event_type], e.event_id, e.event_type, e.episode_id)
+            latest[key] = max(latest.get(key, cand), cand)
+    out = []
+    for (uid, sid), (*_, kind, episode_id) in sorted(latest.items()):
+        later = full.next_episode(episode_id) is not None
+        if kind == "complete" and later and full.is_licensed(sid, users[uid].country, at_ms):
+            out.append((uid, sid, full.episode(episode_id)))
+    return out
+
+
+@pytest.mark.emulators
+@pytest.mark.slow
+def test_a_drop_refreshes_the_waiting_viewers_answers_the_series_purge_misses(
+    local_stack, world, bundle_root, varnish, tmp_path
+) -> None:
+    """A viewer who finished the last episode of a series has no episode of it in their home answer, so
+    the drop's s-<series> purge misses that answer. The candidates job's drop step finds them (the real
+    Bigtable scan) and its `new_episode` notice purges u-<user> (here applied to the origin's cache and
+    Varnish directly, as the invalidation pipeline does); the next home request has the new episode."""
+    from cliffhanger.purge.keys import notice_keys
+    from tests.serving.conftest import ADMIN_TOKEN, SECRET
+    from transforms.bigtable_sink import BigtableTarget
+    from transforms.candidates_drop import Drop, new_episode_notice, waiting_viewers
+
+    full = world.world.catalog
+    users = {u.user_id: u for u in world.world.users}
+    uid, sid, done = _waiting_pairs(world, NOW_MS)[0]
+    new_ep = full.next_episode(done.episode_id)
+    cut = dataclasses.replace(full.series(sid), episodes=full.series(sid).episodes[: done.episode_number])
+    catalog_path = tmp_path / "catalog.json"
+    Catalog([cut if s.series_id == sid else s for s in full]).save(catalog_path)
+
+    _, server, edge = start_edge_stack(local_stack, world, bundle_root, str(catalog_path), varnish, str(tmp_path / "c"))
+    try:
+        user = users[uid]
+        params = {"context": "home", "country": user.country, "device": user.device, "n": 50}
+        path = f"/v1/users/{uid}/recommendations"
+        with httpx.Client(base_url=edge.url, timeout=5) as client:
+            before = client.get(path, params=params)
+            assert before.status_code == 200 and sid not in {i["series_id"] for i in before.json()["items"]}
+            assert client.get(path, params=params).headers["x-cache"] == "HIT"
+
+            version = int(time.time() * 1000)
+            event = CatalogEvent(SERIES_DROP, sid, NOW_MS, version, episode_id=new_ep.episode_id)
+            publish(local_stack.settings.project, resources.CATALOG_TOPIC, [drop_payload(event, new_ep)])
+            live = server.app.state.serving.live
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and live.versions.get(sid) != version:
+                time.sleep(0.05)
+            assert live.versions.get(sid) == version, "serving did not apply the drop from Pub/Sub"
+            assert edge.purge(f"s-{sid}") == 0  # the series purge does not reach this viewer's answer
+            assert client.get(path, params=params).headers["x-cache"] == "HIT"
+
+            s = local_stack.settings
+            table = BigtableTarget(s.project, s.bigtable_instance, "features").open_table()
+            drop = Drop(sid, new_ep.episode_id, new_ep.episode_number, version, NOW_MS)
+            waiting = sorted(waiting_viewers(table, drop))
+            assert uid in waiting
+            keys = sorted({k for w in waiting for k in notice_keys(new_episode_notice(w, drop), SECRET.encode())})
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # origin first, then the edge (--origin_url)
+            assert httpx.post(f"{server.url}/admin/purge", json={"keys": keys}, headers=auth).json()["purged"] >= 1
+            assert sum(edge.purge(k) for k in keys) >= 1
+
+            after = client.get(path, params=params)
+            assert after.headers["x-cache"] == "MISS"
+            items = after.json()["items"]
+            assert new_ep.episode_id in [i["episode_id"] for i in items], items
     finally:
         stop_edge_stack(server)
