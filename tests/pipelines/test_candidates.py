@@ -59,6 +59,15 @@ def _empty(project: str) -> None:
         drain(project, sub, expect=10**6, timeout_s=1)
 
 
+def _fresh_start(local_stack, artifacts, tmp_path) -> tuple[str, BigtableTarget]:
+    """Empty subscriptions, bundle v1 published; returns (bundle root, the features table)."""
+    s = local_stack.settings
+    _empty(s.project)
+    root = str(tmp_path / "bundles")
+    devdata.publish_bundle(root, artifacts, version="v1", seed=1)
+    return root, BigtableTarget(s.project, s.bigtable_instance, resources.FEATURES_TABLE)
+
+
 def _wait_list(store, user_id: str, want_ms: int, timeout_s: float = 90) -> tuple:
     key = cand_mod.user_row(user_id)
     deadline = time.monotonic() + timeout_s
@@ -79,12 +88,8 @@ def _notice(user: str, version: int, t: int, reason: str = "completed_episode") 
 def test_notices_become_lists_newer_wins_bad_ones_dead_lettered(
     local_stack, clean_bigtable, world, artifacts, tmp_path
 ):
-    project = local_stack.settings.project
-    _empty(project)
-    root = str(tmp_path / "bundles")
-    devdata.publish_bundle(root, artifacts, version="v1", seed=1)
-    s = local_stack.settings
-    target = BigtableTarget(project, s.bigtable_instance, resources.FEATURES_TABLE)
+    project, s = local_stack.settings.project, local_stack.settings
+    root, target = _fresh_start(local_stack, artifacts, tmp_path)
     user = world.world.users[0].user_id
     evs = [event("play_start", t=T - 60_000, user=user), event("complete", t=T, user=user)]
     devdata.seed_features(target, devdata.replay_updates(evs, world.world.catalog))
@@ -143,11 +148,7 @@ def test_a_drop_reaches_the_viewers_waiting_for_it(local_stack, clean_bigtable, 
     from tests.factories import catalog
 
     project = local_stack.settings.project
-    _empty(project)
-    root = str(tmp_path / "bundles")
-    devdata.publish_bundle(root, artifacts, version="v1", seed=1)
-    s = local_stack.settings
-    target = BigtableTarget(project, s.bigtable_instance, resources.FEATURES_TABLE)
+    root, target = _fresh_start(local_stack, artifacts, tmp_path)
     evs = [
         event("complete", t=T, user="u900001", episode=5),  # finished the last of 5 episodes: waiting
         event("complete", t=T, user="u900002", episode=3),  # episode 4 is next for them
