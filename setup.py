@@ -24,6 +24,6 @@ setup(
             "scann==1.4.2",
             "tf2onnx==1.17.0",
         ],
-        "serve": ["onnxruntime", "fastapi", "uvicorn", "prometheus-client", "scann==1.4.2"],
+        "serve": ["onnxruntime", "fastapi", "uvicorn", "uvloop", "httptools", "prometheus-client", "scann==1.4.2"],
     },
 )

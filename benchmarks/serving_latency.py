@@ -223,7 +223,7 @@ def plot(samples: dict[str, list[float]], path: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=False)
     bins = np.logspace(-1.3, 3.7, 100)  # 0.05 ms .. 5 s: tails stay visible
-    for ax, c in zip(axes, CONCURRENCY, strict=True):
+    for ax, c in zip(axes, CONCURRENCY, strict=True):  # a concurrency not measured leaves its panel empty
         for mode in MODES:
             lat = samples.get(f"{mode}_c{c}")
             if lat:
@@ -261,13 +261,13 @@ async def measure(port: int, varnish_port: int, world: dict, args) -> tuple[dict
         while True:
             yield from ps
 
-    for c in CONCURRENCY:
+    for c in args.concurrency:
         plans = {
             "miss": (port, miss_paths, _check_miss, args.miss_requests),
             "hit": (port, cycle(warm[: max(8, c)]), _check_hit, args.requests),
             "varnish": (varnish_port, cycle(warm[: max(8, c)]), _check_varnish, args.requests),
         }
-        for mode in MODES:
+        for mode in args.modes:
             p, paths, check, n = plans[mode]
             if mode == "varnish":  # re-warm: the edge object may have aged past max-age + grace
                 for w in warm[: max(8, c)]:
@@ -293,9 +293,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--miss-requests", type=int, default=1000, help="per miss phase")
     parser.add_argument("--max-s", type=float, default=20.0, help="time cap per phase")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument("--raw", default=None, help="also write every latency (ms, completion order) here")
+    parser.add_argument("--modes", default=",".join(MODES), help="a subset to iterate on, e.g. miss")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="e.g. 8")
     parser.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the server meanwhile")
     parser.add_argument("--py-spy-out", default="serving_profile.txt")
     args = parser.parse_args(argv)
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    if bad := [m for m in args.modes if m not in MODES] + [c for c in args.concurrency if c < 1]:
+        parser.error(f"--modes / --concurrency: {bad} (modes: {', '.join(MODES)}; concurrency >= 1)")
     sys.path.insert(0, str(REPO))
     from cliffhanger.localstack import LocalStack, free_port, settings_on_free_ports
 
@@ -339,11 +346,14 @@ def main(argv: list[str] | None = None) -> dict:
         stack.stop()
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
+    if args.raw:
+        with open(args.raw, "w") as f:
+            json.dump({k: [round(x, 3) for x in v] for k, v in samples.items()}, f)
     png = args.png or os.path.splitext(args.out)[0] + ".png"
     plot(samples, png)
     print(f"\n{'mode':<8} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}  errors")
-    for mode in MODES:
-        for c in CONCURRENCY:
+    for mode in args.modes:
+        for c in args.concurrency:
             k = f"{mode}_c{c}"
             print(
                 f"{mode:<8} {c:>3} {results[k + '_p50_ms']:>8.2f} {results[k + '_p99_ms']:>8.2f} "

@@ -6,12 +6,16 @@ Knows nothing of HTTP; used by serving, the demo summary, benchmarks and tests.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from transforms.features import decode
+
+# gRPC's default reconnect backoff grows to 120 s: a restarted emulator would stay "down" for minutes.
+_EMULATOR_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 @dataclasses.dataclass
@@ -33,6 +37,7 @@ class FeatureStore:
     def __init__(self, table):
         self._table = table
         self._direct_call = None  # raw ReadRows stub, built on first read_direct()
+        self._aio = None  # the same stub on a grpc.aio channel, built on first read_async()
 
     @classmethod
     def open(cls, project: str, instance: str, table: str) -> FeatureStore:
@@ -72,18 +77,46 @@ class FeatureStore:
     def read_direct(
         self, row_keys: Iterable[bytes], timeout_s: float, column_range: tuple[str, str, str] | None = None
     ) -> dict[bytes, FeatureRow]:
-        """Same result as `read`, for the request path: the raw ReadRows stub on the client's own gRPC
-        channel, one hard gRPC deadline and no retries (the caller's degradation ladder is the retry).
+        """Same result as `read`, for background readers on a thread: the raw ReadRows stub on the
+        client's own gRPC channel, one hard gRPC deadline and no retries (the caller decides what a
+        failure means).
 
         Why: the client's row-merging layer costs about as much CPU as the read itself for a user row;
         here protobuf parsing stays in C and we fold chunks in one loop. Raises grpc.RpcError on a
         deadline or an unreachable server; the thread is free again when the deadline passes.
         """
+        request = self._request(row_keys, column_range)
+        if request is None:
+            return {}
+        call, _ = self._direct()
+        rows = _RowFolder()
+        for response in call(request, timeout=timeout_s):
+            rows.feed(response)
+        return rows.out
+
+    async def read_async(
+        self, row_keys: Iterable[bytes], timeout_s: float, column_range: tuple[str, str, str] | None = None
+    ) -> dict[bytes, FeatureRow]:
+        """`read_direct` for the request path, on the event loop (grpc.aio): no executor hop.
+
+        Why: measured against the emulator here at 8 concurrent reads, a blocking read on a thread pool
+        cost 1.1 ms of CPU per read (threads contending for the GIL, wake-ups, handoffs back to the
+        loop); the same read with grpc.aio cost 0.25 ms. Raises grpc.aio.AioRpcError (its `code()` is
+        DEADLINE_EXCEEDED on a timeout, UNAVAILABLE when the server is down). The aio channel belongs to
+        the event loop that made it (a new loop gets a new one)."""
+        request = self._request(row_keys, column_range)
+        if request is None:
+            return {}
+        rows = _RowFolder()
+        async for response in self._aio_call()(request, timeout=timeout_s):
+            rows.feed(response)
+        return rows.out
+
+    def _request(self, row_keys: Iterable[bytes], column_range: tuple[str, str, str] | None):
         keys = list(dict.fromkeys(row_keys))
         if not keys:
-            return {}
-        call, request_cls = self._direct()
-        request = request_cls(table_name=self._table.name)
+            return None
+        request = self._request_cls()(table_name=self._table.name)
         request.rows.row_keys.extend(keys)
         if column_range is None:
             request.filter.cells_per_column_limit_filter = 1
@@ -93,46 +126,52 @@ class FeatureStore:
             columns.family_name = column_range[0]
             columns.start_qualifier_closed = column_range[1].encode()
             columns.end_qualifier_closed = column_range[2].encode()
-        out: dict[bytes, FeatureRow] = {}
-        values: dict[str, dict[str, Any]] = {}
-        stamps: dict[str, dict[str, int]] = {}
-        row_key, family, column, parts = b"", "", "", []
-        for response in call(request, timeout=timeout_s):
-            for chunk in response.chunks:
-                if chunk.reset_row:
-                    values, stamps, parts = {}, {}, []
-                    continue
-                if chunk.row_key:
-                    row_key = chunk.row_key
-                if chunk.HasField("family_name"):
-                    family = chunk.family_name.value
-                if chunk.HasField("qualifier"):
-                    column = chunk.qualifier.value.decode()
-                    values.setdefault(family, {})
-                    stamps.setdefault(family, {})[column] = chunk.timestamp_micros // 1000
-                parts.append(chunk.value)
-                if chunk.value_size == 0:  # the cell is complete (split cells carry value_size > 0)
-                    raw = parts[0] if len(parts) == 1 else b"".join(parts)
-                    parts = []
-                    if column not in values[family]:  # cells_per_column_limit(1): first is newest
-                        values[family][column] = orjson.loads(raw)  # same JSON as transforms.features
-                if chunk.commit_row:
-                    out[row_key] = FeatureRow(row_key, values, stamps)
-                    values, stamps = {}, {}
-        return out
+        return request
+
+    @staticmethod
+    def _request_cls():
+        from google.cloud.bigtable_v2.types import bigtable as bigtable_types
+
+        return bigtable_types.ReadRowsRequest.pb()
+
+    def _aio_call(self):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._aio is None or self._aio[0] is not loop:  # a channel serves the loop that made it
+            import grpc
+            from google.cloud.bigtable_v2.types import bigtable as bigtable_types
+
+            request_cls = bigtable_types.ReadRowsRequest.pb()
+            response_cls = bigtable_types.ReadRowsResponse.pb()
+            emulator = os.environ.get("BIGTABLE_EMULATOR_HOST")
+            if emulator:
+                channel = grpc.aio.insecure_channel(emulator, options=_EMULATOR_OPTIONS)
+            else:  # the same authenticated endpoint the client uses, as an asyncio channel
+                from google.api_core import grpc_helpers_async
+
+                channel = grpc_helpers_async.create_channel(
+                    "bigtable.googleapis.com:443",
+                    credentials=self._table._instance._client._credentials,
+                    scopes=["https://www.googleapis.com/auth/bigtable.data.readonly"],
+                )
+            call = channel.unary_stream(
+                "/google.bigtable.v2.Bigtable/ReadRows",
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=response_cls.FromString,
+            )
+            self._aio = (loop, call)
+        return self._aio[1]
 
     def _direct_channel(self):
         """The emulator gets its own channel with a short reconnect backoff (gRPC's default grows to
         120 s, so a restarted emulator would stay 'down' for minutes); in the cloud, the client's own
         authenticated channel."""
-        import os
-
         import grpc
 
         emulator = os.environ.get("BIGTABLE_EMULATOR_HOST")
         if emulator:
-            options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
-            return grpc.insecure_channel(emulator, options=options)
+            return grpc.insecure_channel(emulator, options=_EMULATOR_OPTIONS)
         return self._table._instance._client.table_data_client._transport.grpc_channel
 
     def _direct(self):
@@ -149,3 +188,42 @@ class FeatureStore:
             )
             self._direct_call = (call, request_cls)
         return self._direct_call
+
+
+class _RowFolder:
+    """ReadRows responses -> {row_key: FeatureRow}, folding cell chunks (latest cell per column)."""
+
+    __slots__ = ("out", "_values", "_stamps", "_row_key", "_family", "_column", "_parts")
+
+    def __init__(self) -> None:
+        self.out: dict[bytes, FeatureRow] = {}
+        self._values: dict[str, dict[str, Any]] = {}
+        self._stamps: dict[str, dict[str, int]] = {}
+        self._row_key, self._family, self._column, self._parts = b"", "", "", []
+
+    def feed(self, response) -> None:
+        values, stamps, parts = self._values, self._stamps, self._parts
+        row_key, family, column = self._row_key, self._family, self._column
+        for chunk in response.chunks:
+            if chunk.reset_row:
+                values, stamps, parts = {}, {}, []
+                continue
+            if chunk.row_key:
+                row_key = chunk.row_key
+            if chunk.HasField("family_name"):
+                family = chunk.family_name.value
+            if chunk.HasField("qualifier"):
+                column = chunk.qualifier.value.decode()
+                values.setdefault(family, {})
+                stamps.setdefault(family, {})[column] = chunk.timestamp_micros // 1000
+            parts.append(chunk.value)
+            if chunk.value_size == 0:  # the cell is complete (split cells carry value_size > 0)
+                raw = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts = []
+                if column not in values[family]:  # cells_per_column_limit(1): first is newest
+                    values[family][column] = orjson.loads(raw)  # same JSON as transforms.features
+            if chunk.commit_row:
+                self.out[row_key] = FeatureRow(row_key, values, stamps)
+                values, stamps = {}, {}
+        self._values, self._stamps, self._parts = values, stamps, parts
+        self._row_key, self._family, self._column = row_key, family, column

@@ -210,11 +210,8 @@ class Recommender:
         """(row or None, stale). None + not stale = an unknown user."""
         key = rowkeys.user_key(user_id)
         timeout = min(self.s.feature_timeout_ms / 1000, max(0.001, deadline - time.perf_counter()))
-        loop = asyncio.get_running_loop()
-        try:
-            rows = await asyncio.wait_for(
-                loop.run_in_executor(self.executor, self.store.read_direct, [key], timeout), timeout + 0.002
-            )
+        try:  # on the event loop (grpc.aio, hard deadline); wait_for is the backstop if the channel hangs
+            rows = await asyncio.wait_for(self.store.read_async([key], timeout), timeout + 0.005)
         except Exception as exc:  # any read failure degrades to the last known row; counted per reason
             fallbacks.append("feature_read_timeout" if _is_timeout(exc) else "feature_read_error")
             last = self.last_known.get(self.user_hash(user_id))
@@ -234,12 +231,13 @@ class Recommender:
         stale: bool,
         deadline: float,
         fallbacks: list[str],
-    ) -> tuple[str, list[tuple[str, float]]]:
+    ) -> tuple[str, blend_mod.SourceItems]:
+        """(rung, best-first candidates: a parsed list's columns, or (episode_id, score) pairs)."""
         k = self.s.candidates
         raw = row.get(cand_mod.FAMILY, cand_mod.COLUMN) if row is not None else None
         if raw is not None:
             try:
-                return ("stale_features" if stale else "personalized"), list(cand_mod.parse(raw).items[:k])
+                return ("stale_features" if stale else "personalized"), cand_mod.parse(raw).head(k)
             except (cand_mod.CandidateListError, TypeError, ValueError):
                 fallbacks.append("candidate_list_corrupt")
         if row is not None and row.values.get("u"):
@@ -257,7 +255,7 @@ class Recommender:
             if raw is None:
                 continue
             try:
-                return rung, list(cand_mod.parse(raw).items[:k])
+                return rung, cand_mod.parse(raw).head(k)
             except (cand_mod.CandidateListError, TypeError, ValueError):
                 fallbacks.append(f"{rung}_list_corrupt")
         fallbacks.append("no_candidate_lists")
@@ -294,11 +292,12 @@ class Recommender:
         raw = shared.get(cand_mod.FAMILY, cand_mod.COLUMN) if shared is not None else None
         if raw is not None:
             try:
-                items = cand_mod.parse(raw).items
+                segment = cand_mod.parse(raw)
             except (cand_mod.CandidateListError, TypeError, ValueError):
-                items = []
-            for episode_id, score in items:
-                yield rules.Ranked(episode_id, float(score), "segment")
+                segment = None
+            if segment is not None:
+                for episode_id, score in zip(segment.ids, segment.scores.tolist(), strict=True):
+                    yield rules.Ranked(episode_id, score, "segment")
         for episode_id, score in self._catalog_default(len(self.catalog)):
             yield rules.Ranked(episode_id, score, "catalog_default")
 

@@ -70,7 +70,7 @@ class ItemStats:
     def lookup(self, episode_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """([n, len(ITEM_COLUMNS)] float32 with zeros for unknown episodes, known [n] bool)."""
         get = self._index.get
-        rows = np.fromiter((get(e, 0) for e in episode_ids), dtype=np.int64, count=len(episode_ids))
+        rows = np.asarray([get(e, 0) for e in episode_ids], dtype=np.int64)
         return self._stats[rows], rows > 0
 
 

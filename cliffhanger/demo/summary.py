@@ -54,7 +54,7 @@ def user_lines(user_id: str, row) -> list[str]:
         )
         lines.append(f"      continue watching {series_id}: episode {state['episode_number']} {status}")
     lines.append(
-        f"      completed episodes: {len(row.values.get('done', {}))}; candidate list: {len(cand['items']) if cand else 0} items"
+        f"      completed episodes: {len(row.values.get('done', {}))}; candidate list: {_list_len(cand)} items"
     )
     return lines
 
@@ -78,3 +78,15 @@ def cohort_lines(cohort: tuple[str, str], row) -> list[str]:
 
 def event_summary(e: PlaybackEvent) -> str:
     return f"{e.user_id} {e.event_type} {e.episode_id}"
+
+
+def _list_len(cell) -> int:
+    """Length of a decoded candidate-list cell (either format serving.candidates reads), 0 when absent."""
+    if not cell:
+        return 0
+    from serving import candidates
+
+    try:
+        return len(candidates.parse(cell))
+    except candidates.CandidateListError:
+        return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from serving.blend import blend, continue_watching_items, trending_items
@@ -75,3 +76,58 @@ def test_blend_config_parsing() -> None:
         parse_blend("tiktok=1")
     with pytest.raises(ServingConfigError, match="sum to more than 0"):
         parse_blend("two_tower=0")
+
+
+def _reference_blend(sources, ratios, pool_size, retrieval_source="two_tower"):
+    """The first implementation (one Python step per candidate), kept as the specification."""
+    retrieval: dict[str, float] = {}
+    for eid, score in sources.get(retrieval_source, ()):
+        retrieval.setdefault(eid, score)  # a repeated episode keeps its first (best) score
+    floor = min((score for _, score in sources.get(retrieval_source, ())), default=0.0)
+    names = sorted((n for n, it in sources.items() if it and ratios.get(n, 0.0) > 0), key=lambda n: len(sources[n]))
+    left, ratio_left = pool_size, sum(ratios[n] for n in names)
+    seen, keyed = set(), []
+    for rank_, name in enumerate(names):
+        quota = left if rank_ == len(names) - 1 else round(left * ratios[name] / ratio_left)
+        taken = 0
+        for eid, _ in sources[name]:
+            if taken >= quota:
+                break
+            if eid in seen:
+                continue
+            seen.add(eid)
+            keyed.append(((taken + 0.5) / ratios[name], rank_, eid, name))
+            taken += 1
+        left -= taken
+        ratio_left -= ratios[name]
+    keyed.sort()
+    return [(k[2], k[3], retrieval.get(k[2], floor)) for k in keyed]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_columnar_blend_matches_the_reference_on_overlaps_and_repeats(seed: int) -> None:
+    import random
+
+    from serving.candidates import CandidateList
+
+    rng = random.Random(seed)
+    universe = [f"e{i}" for i in range(rng.randint(5, 80))]
+
+    def source(n: int, repeats: bool) -> list[tuple[str, float]]:
+        ids = rng.choices(universe, k=n) if repeats else rng.sample(universe, min(n, len(universe)))
+        return [(e, round(rng.random(), 4)) for e in ids]
+
+    sources = {
+        "two_tower": source(rng.randint(0, 60), repeats=seed % 5 == 0),
+        "continue_watching": source(rng.randint(0, 6), repeats=True),
+        "trending": source(rng.randint(0, 10), repeats=False),
+    }
+    ratios = {"two_tower": rng.choice([0.5, 0.7, 1.0]), "continue_watching": 0.2, "trending": rng.choice([0.0, 0.3])}
+    pool_size = rng.randint(1, 70)
+    want = _reference_blend(sources, ratios, pool_size)
+    columns = dict(sources)
+    ids, scores = [e for e, _ in sources["two_tower"]], [x for _, x in sources["two_tower"]]
+    columns["two_tower"] = CandidateList("v", 0, ids, np.asarray(scores, np.float64))  # as parsed from Bigtable
+    for given in (sources, columns):
+        pool = blend(given, ratios, pool_size)
+        assert [(c.episode_id, c.source, pytest.approx(c.retrieval_score)) for c in pool] == want
