@@ -16,7 +16,7 @@ Modes (each a bounded number of requests AND a time cap, per concurrency level):
   hit      the same few users again: answered from the in-process cache (X-Serving-Cache hit/stale)
   varnish  the same URLs through Varnish: answered at the edge (X-Cache HIT)
 
-Load generator: asyncio workers on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
+Load generator: asyncio workers (on uvloop when installed) on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
 request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms more client CPU per
 request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
 Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average) and a PNG.
@@ -206,6 +206,15 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 300) -> Non
     raise TimeoutError("server not ready")
 
 
+def _run(coro):
+    """The load generator on uvloop when installed (as the server): less of the shared CPU for the client."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def summarize(lat: list[float], elapsed: float) -> dict[str, float]:
     a = np.asarray(lat)
     return {
@@ -325,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.py_spy:  # profile the server while it is measured (py-spy is not a project dependency)
             cmd = [args.py_spy, "record", "-p", str(server.pid), "-r", "200", "-f", "raw", "--nonblocking"]
             spy = subprocess.Popen([*cmd, "-o", args.py_spy_out], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        results, samples = asyncio.run(measure(port, edge.listen_port, world, args))
+        results, samples = _run(measure(port, edge.listen_port, world, args))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=30)

@@ -314,10 +314,12 @@ class Recommender:
         self, bundle: ServingBundle, pool: blend_mod.Pool, u: Any, cw: dict, req: RecRequest, fallbacks: list[str]
     ) -> tuple[Iterable[rules.Ranked], str, float, float]:
         """(ranked candidates, ranking, item-feature coverage, top score)."""
-        stats, known = self.shared.item_stats(pool.episode_ids)
+        episodes = self.episodes
+        rows = episodes.rows(pool.episode_ids)  # the one per-candidate dict pass
+        stats, known = self.shared.item_stats_by_table(episodes, rows, pool.episode_ids)
         cover = float(known.mean()) if len(pool) else 1.0
         try:  # the trainer's mapping (models.ranker_features): ctx_* columns come from cw, as in training
-            X = rerank.feature_matrix(pool, user_u=u, user_cw=cw, episodes=self.episodes, item_stats=stats)
+            X = rerank.feature_matrix(pool, user_u=u, user_cw=cw, episodes=episodes, item_stats=stats, rows=rows)
             scores = bundle.ranker.score(X)
             ranked = rerank.rank(pool, scores)
             return ranked, "onnx", cover, float(scores.max()) if len(scores) else 1.0

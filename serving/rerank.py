@@ -57,8 +57,10 @@ class EpisodeTable:
     episode the catalog does not know: no series, episode 0, no genres)."""
 
     def __init__(self, episode_ids: Sequence[str], series_ids: Sequence[str], numbers: Sequence[int], genres) -> None:
+        self.episode_ids = list(episode_ids)
         self.index = {e: i for i, e in enumerate(episode_ids)}
         self.unknown = len(episode_ids)
+        self._item_rows: tuple[int, np.ndarray] | None = None  # (ItemStats.version, table row -> its row)
         self.series_ids = np.asarray([*series_ids, ""], dtype=object)
         self.episode_numbers = np.asarray([*numbers, 0], dtype=np.float32)
         rows = [genre_weights(g) for g in genres] + [np.zeros(len(GENRES), dtype=np.float32)]
@@ -75,12 +77,31 @@ class EpisodeTable:
             [genres[e.series_id] for e in eps],
         )
 
-    def columns(
-        self, episode_ids: Sequence[str], retrieval_scores: Sequence[float], item_stats: np.ndarray
-    ) -> CandidateColumns:
-        """item_stats: [n, len(ITEM_COLUMNS)] float32 for these episodes (zeros where unknown)."""
+    def rows(self, episode_ids: Sequence[str]) -> np.ndarray:
+        """Table rows of these episodes (`unknown` for one the catalog does not have): THE per-candidate
+        dict pass of a request; the catalog columns and the item stats are both gathered by these rows."""
         get, unknown = self.index.get, self.unknown
-        rows = np.asarray([get(e, unknown) for e in episode_ids], dtype=np.int64)  # 2x a genexpr's speed
+        return np.asarray([get(e, unknown) for e in episode_ids], dtype=np.intp)  # 2x a genexpr's speed
+
+    def item_rows(self, version: int, index: Mapping[str, int]) -> np.ndarray:
+        """[episodes + 1]: each table row's row in serving.shared.ItemStats (0 = not read yet), rebuilt
+        only when that store has gained episodes (`version`)."""
+        if self._item_rows is None or self._item_rows[0] != version:
+            get = index.get
+            mapping = np.asarray([get(e, 0) for e in self.episode_ids] + [0], dtype=np.intp)
+            self._item_rows = (version, mapping)
+        return self._item_rows[1]
+
+    def columns(
+        self,
+        episode_ids: Sequence[str],
+        retrieval_scores: Sequence[float],
+        item_stats: np.ndarray,
+        rows: np.ndarray | None = None,
+    ) -> CandidateColumns:
+        """item_stats: [n, len(ITEM_COLUMNS)] float32 for these episodes (zeros where unknown); rows:
+        `self.rows(episode_ids)` when the caller already has them."""
+        rows = self.rows(episode_ids) if rows is None else rows
         return CandidateColumns(
             series_ids=self.series_ids[rows].tolist(),
             episode_numbers=self.episode_numbers[rows],
@@ -98,10 +119,12 @@ def feature_matrix(
     episodes: EpisodeTable,
     item_stats: np.ndarray,
     spec: RankerFeatures = SERVING_SPEC,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """[len(pool), spec.n_features] float32. Items without features have zero stats (the caller counts them)."""
+    """[len(pool), spec.n_features] float32. Items without features have zero stats (the caller counts them).
+    rows: `episodes.rows(pool.episode_ids)`, when the caller already has them."""
     return ranker_matrix_columns(
-        user_u, user_cw, episodes.columns(pool.episode_ids, pool.retrieval_scores, item_stats), spec
+        user_u, user_cw, episodes.columns(pool.episode_ids, pool.retrieval_scores, item_stats, rows), spec
     )
 
 

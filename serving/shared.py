@@ -51,6 +51,7 @@ class ItemStats:
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
         self._stats = np.zeros((1, len(ITEM_COLUMNS)), dtype=np.float32)
+        self.version = 0  # grows when episodes are added (rows of known episodes never move)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -64,6 +65,7 @@ class ItemStats:
             grown = np.zeros((base + len(new), len(ITEM_COLUMNS)), dtype=np.float32)
             grown[:base] = self._stats
             self._stats = grown
+            self.version += 1
         rows = [self._index[e] for e in episode_ids]
         self._stats[rows] = np.asarray(stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS))
 
@@ -72,6 +74,14 @@ class ItemStats:
         get = self._index.get
         rows = np.asarray([get(e, 0) for e in episode_ids], dtype=np.int64)
         return self._stats[rows], rows > 0
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`lookup` by this store's rows (from `rows_of`) instead of episode ids."""
+        return self._stats[rows], rows > 0
+
+    def rows_of(self, table) -> np.ndarray:
+        """serving.rerank.EpisodeTable rows -> rows here (cached by the table per `version`)."""
+        return table.item_rows(self.version, self._index)
 
 
 class SharedRows(BackgroundLoop):
@@ -122,6 +132,13 @@ class SharedRows(BackgroundLoop):
             self.track_episodes(e for e, k in zip(episode_ids, known.tolist(), strict=True) if not k)
         return stats, known
 
+    def item_stats_by_table(self, table, rows: np.ndarray, episode_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`item_stats` for candidates whose EpisodeTable rows the caller already has: no second dict pass."""
+        stats, known = self._items.gather(self._items.rows_of(table)[rows])
+        if not known.all():
+            self.track_episodes(e for e, k in zip(episode_ids, known.tolist(), strict=True) if not k)
+        return stats, known
+
     def put_item(self, episode_id: str, i_values: Mapping[str, Any]) -> None:
         """A fresher episode row (from the edge replica, serving/replica.py): requests see it at once."""
         stats = np.asarray([[float(i_values.get(c) or 0.0) for c in ITEM_COLUMNS]], dtype=np.float32)
@@ -149,14 +166,14 @@ class SharedRows(BackgroundLoop):
         due = [k for k, t in self._fetched.items() if now - t >= self.ttl_s]
         episodes = [k for k in due if k.startswith(b"e#")]
         others = [k for k in due if not k.startswith(b"e#")]
-        loop = asyncio.get_running_loop()
         batches = [(others[i : i + BATCH], None) for i in range(0, len(others), BATCH)]
         batches += [(episodes[i : i + BATCH], ITEM_COLUMN_RANGE) for i in range(0, len(episodes), BATCH)]
         for batch, columns in batches:
             try:
+                # on the event loop, like the request path: a reader thread would contend for the GIL
+                # with requests (switch interval 5 ms: a visible tail), the loop interleaves by message
                 rows = await asyncio.wait_for(
-                    loop.run_in_executor(self.executor, self.store.read_direct, batch, self.read_timeout_s, columns),
-                    self.read_timeout_s + 0.5,
+                    self.store.read_async(batch, self.read_timeout_s, columns), self.read_timeout_s + 0.5
                 )
             except Exception as exc:  # keep the previous values; counted, retried next cycle
                 self.metrics.shared_refresh.labels("error").inc()

@@ -156,3 +156,26 @@ def test_500_candidates_build_fast() -> None:
     per_call_ms = (time.perf_counter() - start) * 1000 / 20
     assert X.shape == (500, SERVING_SPEC.n_features)
     assert per_call_ms < 20, per_call_ms  # ~0.2 ms here; generous bound for a loaded 2-core machine
+
+
+def test_item_stats_by_table_rows_equal_the_lookup_by_id_and_follow_new_episodes() -> None:
+    from serving.shared import SharedRows
+
+    table = EpisodeTable.from_catalog(catalog())
+    shared = SharedRows.__new__(SharedRows)  # only the item store and tracking are exercised here
+    shared._items, shared._fetched, shared._wake = ItemStats(), {}, type("W", (), {"set": lambda self: None})()
+    ids = ["s0001e002", "s0002e001", "unknown-ep", "s0001e001"]
+    shared._items.update(["s0001e002"], np.array([[1, 2, 3]], np.float32))
+    rows = table.rows(ids)
+    stats, known = shared.item_stats_by_table(table, rows, ids)
+    want_stats, want_known = shared._items.lookup(ids)
+    np.testing.assert_array_equal(stats, want_stats)
+    assert known.tolist() == want_known.tolist() == [True, False, False, False]
+    from transforms import rowkeys
+
+    unknown = {rowkeys.episode_key(e) for e in ("s0002e001", "unknown-ep", "s0001e001")}
+    assert set(shared._fetched) == unknown  # the unknowns are tracked for the next refresh
+    shared._items.update(["s0002e001"], np.array([[4, 5, 6]], np.float32))  # a new episode: the mapping follows
+    stats, known = shared.item_stats_by_table(table, rows, ids)
+    assert known.tolist() == [True, True, False, False]
+    np.testing.assert_array_equal(stats[1], [4, 5, 6])
