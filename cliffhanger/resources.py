@@ -84,6 +84,9 @@ CATALOG_SERVING_SUBSCRIPTION = "catalog-serving"
 ITEM_CHANGES_SERVING_SUBSCRIPTION = "item-changes-serving"
 # The candidates job finds the viewers waiting for a dropped episode (transforms/candidates_drop.py).
 CATALOG_CANDIDATES_SUBSCRIPTION = "catalog-candidates"
+# pipelines/prewarm.py reads every playback event too (its own subscription: Pub/Sub load-balances one),
+# to warm the next episode of what each viewer just started into the edge.
+EVENTS_PREWARM_SUBSCRIPTION = "events-prewarm"
 
 FEATURES_TABLE = "features"
 
@@ -115,6 +118,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription(CATALOG_SERVING_SUBSCRIPTION, CATALOG_TOPIC),
     Subscription(ITEM_CHANGES_SERVING_SUBSCRIPTION, ITEM_CHANGES_TOPIC),
     Subscription(CATALOG_CANDIDATES_SUBSCRIPTION, CATALOG_TOPIC),
+    Subscription(EVENTS_PREWARM_SUBSCRIPTION, EVENTS_TOPIC),
 )
 
 TABLES: tuple[Table, ...] = (

@@ -9,6 +9,8 @@ What is warmed (`plan`):
   * next-up: the episode after each top-played one (its viewers go there next), and every episode
     released within the drop window around now (a drop sends a series' audience to its new episode);
 and for each, the init section plus the first `segments` segments (`warm_paths`) of each rendition.
+Per viewer, as it happens, the streaming job pipelines/prewarm.py warms the episode after the one each
+viewer just started (serving/nextup_warm.py); both fetch through `EdgeWarmer`.
 A GET through Varnish on a miss stores the chunk for a year (chunks are immutable), so re-running the
 job is cheap: what is already there answers as a HIT and costs the origin nothing.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import sys
@@ -81,30 +84,66 @@ def warm_paths(
     return [p for ep in episodes for r in renditions for p in hls.preload_paths([ep], r, segment_s, segments)]
 
 
+class EdgeWarmer:
+    """The warming client: GETs chunk paths through the edge with at most `concurrency` in flight (a thread
+    pool over one keep-alive client). Shared by this job, the next-up streaming job and the benchmark."""
+
+    def __init__(self, edge_url: str, concurrency: int = 8, timeout_s: float = 5.0) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._client = httpx.Client(base_url=edge_url, timeout=timeout_s, limits=limits)
+        self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="edge-warm")
+
+    def fetch(self, paths: Sequence[str]) -> list[str | None]:
+        """The edge's answer per path, in order: "HIT" (was cached), "MISS" (fetched from the origin, now
+        cached) or None (an error or a non-200 answer: nothing was cached)."""
+        return list(self._pool.map(self._one, paths))
+
+    def warm(self, paths: Sequence[str]) -> WarmReport:
+        start = time.perf_counter()
+        report = tally(self.fetch(paths))
+        report.seconds = round(time.perf_counter() - start, 3)
+        return report
+
+    def _one(self, path: str) -> str | None:
+        try:
+            r = self._client.get(path)
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        return "HIT" if r.headers.get("x-cache") == "HIT" else "MISS"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    def __enter__(self) -> EdgeWarmer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tally(answers: Sequence[str | None]) -> WarmReport:
+    """EdgeWarmer.fetch answers -> counts (seconds left at 0)."""
+    return WarmReport(
+        paths=len(answers),
+        hit=sum(a == "HIT" for a in answers),
+        miss=sum(a == "MISS" for a in answers),
+        errors=sum(a is None for a in answers),
+    )
+
+
 async def warm(varnish_url: str, paths: Sequence[str], concurrency: int = 8, timeout_s: float = 5.0) -> WarmReport:
     """GET each path through the edge; counts what was already cached (HIT) and what was fetched."""
-    report = WarmReport(paths=len(paths))
-    start = time.perf_counter()
-    gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=varnish_url, timeout=timeout_s) as client:
 
-        async def one(path: str) -> None:
-            async with gate:
-                try:
-                    r = await client.get(path)
-                except httpx.HTTPError:
-                    report.errors += 1
-                    return
-            if r.status_code != 200:
-                report.errors += 1
-            elif r.headers.get("x-cache") == "HIT":
-                report.hit += 1
-            else:
-                report.miss += 1
+    def run() -> WarmReport:
+        with EdgeWarmer(varnish_url, concurrency, timeout_s) as warmer:
+            return warmer.warm(paths)
 
-        await asyncio.gather(*(one(p) for p in paths))
-    report.seconds = round(time.perf_counter() - start, 3)
-    return report
+    return await asyncio.to_thread(run)
 
 
 def main(argv: list[str] | None = None) -> int:

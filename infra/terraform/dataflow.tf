@@ -16,6 +16,7 @@ locals {
     streaming_features = { subscriptions = ["events-features"], topics = ["feature-changes", "item-changes", "events-dead-letter"] }
     candidates         = { subscriptions = ["feature-changes-candidates", "catalog-candidates"], topics = ["candidate-changes", "candidates-dead-letter"] }
     invalidation       = { subscriptions = ["feature-changes-invalidation", "catalog-invalidation", "candidate-changes-invalidation"], topics = ["purge-dead-letter"] }
+    prewarm            = { subscriptions = ["events-prewarm"], topics = [] }
   }
 
   dataflow_subscriptions = toset(flatten([for job in values(local.dataflow_jobs) : job.subscriptions]))

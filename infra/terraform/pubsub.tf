@@ -30,6 +30,7 @@ locals {
     "catalog-serving"                = { topic = "catalog", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
     "item-changes-serving"           = { topic = "item-changes", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
     "catalog-candidates"             = { topic = "catalog", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
+    "events-prewarm"                 = { topic = "events", dead_letter_topic = null, max_delivery_attempts = null, ack_deadline_seconds = 60 }
   }
 
   dead_lettered_subscriptions = { for name, s in local.pubsub_subscriptions : name => s if s.dead_letter_topic != null }

@@ -89,3 +89,22 @@ def test_prewarm_makes_first_chunks_hits(
         assert result["hit_rate_after_first"] >= result["hit_rate_first_session"]
     finally:
         stop_edge_stack(server)
+
+
+def test_edge_warmer_fetches_through_varnish_and_a_second_warm_costs_the_origin_nothing(varnish, tmp_path) -> None:
+    from benchmarks.chunk_replay import chunk_origin
+    from tests.factories import catalog
+
+    origin = chunk_origin(catalog(), tmp_path)
+    try:
+        cache = varnish(backend_port=origin.server_address[1])
+        paths = [hls.init_path("s0001e002", "720p", 1), hls.chunk_path("s0001e002", "720p", 1, 0)]
+        missing = hls.chunk_path("s0001e002", "720p", 1, 99)  # past the episode's last segment: a 404
+        with prewarm.EdgeWarmer(cache.url, concurrency=2) as warmer:
+            assert warmer.fetch([*paths, missing]) == ["MISS", "MISS", None]
+            again = warmer.warm(paths)
+        assert (again.paths, again.hit, again.miss, again.errors) == (2, 2, 0, 0)
+        assert asyncio.run(prewarm.warm(cache.url, paths)).hit == 2
+        assert sorted(origin.requests) == sorted(paths)  # each chunk fetched from the origin once
+    finally:
+        origin.shutdown()
