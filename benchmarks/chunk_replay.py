@@ -20,9 +20,9 @@ Modes (each on a fresh Varnish):
                  has reached the job (arrival time + `--lag-s`), makes the same code
                  (serving/nextup_warm.next_up + WarmedSet, serving/prewarm.EdgeWarmer) fetch episode k+1
                  through Varnish before any later viewer request. Assumption: the job lags the event by
-                 seconds (publish -> 24 chunks at the edge took 0.2 s on the DirectRunner, tests/pipelines/test_prewarm.py),
-                 while a binge viewer reaches k+1 a full episode (1-3 min) later; `lag_sensitivity`
-                 shows what a slower job costs.
+                 seconds (publish -> 24 chunks at the edge took 0.2 s on the DirectRunner in
+                 tests/pipelines/test_prewarm.py), while a binge viewer reaches k+1 a full episode
+                 (1-3 min) later; `lag_sensitivity` shows what a slower job costs.
   nextup_firsts  nextup, plus at start episode 1 of every series in each rendition in use (what a young
                  catalog of a few dozen series would warm: every new viewer enters a series there). The
                  headline `hit_rate` is this mode's.
