@@ -393,7 +393,8 @@ def run(argv: list[str] | None = None) -> dict:
         m = result[mode]
         lines.append(
             f"  {mode:14s} {m['hit_rate']:.3f}  (second half {m['steady_state_hit_rate']:.3f}; warm origin fetches "
-            f"{m['warm_requests']:,}, unused {m['warmed_unused_share'] or 0:.1%}; origin fetches {m['origin_fetches']:,})"
+            f"{m['warm_requests']:,}, unused {m['warmed_unused_share'] or 0:.1%}; "
+            f"origin fetches {m['origin_fetches']:,})"
         )
     lines.append(f"  goal >= 0.9 -> {out}")
     print("\n".join(lines))
