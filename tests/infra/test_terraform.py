@@ -233,6 +233,7 @@ _JOB_MODULES = {
     "streaming_features": "streaming_features.py",
     "candidates": "candidates.py",
     "invalidation": "invalidation.py",
+    "prewarm": "prewarm.py",
 }
 
 
