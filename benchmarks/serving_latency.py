@@ -19,7 +19,9 @@ Modes (each a bounded number of requests AND a time cap, per concurrency level):
 Load generator: asyncio workers (on uvloop when installed) on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
 request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms more client CPU per
 request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
-Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average) and a PNG.
+Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average, and
+<mode>_c<C>_cpu_ms_per_request: CPU per request of the server, the Bigtable emulator, Varnish and the
+load generator, read from /proc: where the shared cores went) and a PNG.
 """
 
 from __future__ import annotations
@@ -117,6 +119,36 @@ async def run_phase(port: int, paths, concurrency: int, max_requests: int, max_s
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, errors, time.perf_counter() - start, tags
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its direct children (varnishd's worker is a child), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def one(stat_path: str) -> tuple[int, float]:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
+
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid, cpu = one(str(stat))
+        except (OSError, IndexError, ValueError):
+            continue  # a process that ended meanwhile
+        if stat.parent.name == str(pid) or ppid == pid:
+            total += cpu
+    return total
+
+
+def cpu_split(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far per named process, and this process (the load generator) as `client`."""
+    t = os.times()
+    return {**{name: cpu_seconds(pid) for name, pid in pids.items()}, "client": t.user + t.system}
+
+
+def _cpu_text(split: dict[str, float] | None) -> str:
+    short = {"server": "srv", "bigtable_emulator": "bt", "varnish": "vn", "client": "cli"}
+    return " ".join(f"{short.get(k, k)} {v:.2f}" for k, v in (split or {}).items())
 
 
 def _check_miss(status, headers, body):
@@ -247,7 +279,7 @@ def plot(samples: dict[str, list[float]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-async def measure(port: int, varnish_port: int, world: dict, args) -> tuple[dict, dict]:
+async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[str, int]) -> tuple[dict, dict]:
     users = world["users"]
     ctx = world["ctx"]
 
@@ -281,8 +313,14 @@ async def measure(port: int, varnish_port: int, world: dict, args) -> tuple[dict
             if mode == "varnish":  # re-warm: the edge object may have aged past max-age + grace
                 for w in warm[: max(8, c)]:
                     await run_phase(varnish_port, iter([w, w]), 1, 2, 5, args.client, lambda *a: (None, ""))
+            before = cpu_split(pids)
             lat, errors, elapsed, tags = await run_phase(p, paths, c, n, args.max_s, args.client, check)
+            after = cpu_split(pids)
             key = f"{mode}_c{c}"
+            if lat:  # where the two cores went: CPU ms per request of each process
+                results[f"{key}_cpu_ms_per_request"] = {
+                    name: round(1000 * (after[name] - before[name]) / len(lat), 3) for name in after
+                }
             for stat, value in summarize(lat, elapsed).items():
                 results[f"{key}_{stat}"] = round(value, 4)
             results[f"{key}_requests"] = len(lat)
@@ -334,7 +372,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.py_spy:  # profile the server while it is measured (py-spy is not a project dependency)
             cmd = [args.py_spy, "record", "-p", str(server.pid), "-r", "200", "-f", "raw", "--nonblocking"]
             spy = subprocess.Popen([*cmd, "-o", args.py_spy_out], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        results, samples = _run(measure(port, edge.listen_port, world, args))
+        pids = {"server": server.pid, "bigtable_emulator": stack.processes["bigtable"].pid}
+        if edge.process is not None:
+            pids["varnish"] = edge.process.pid
+        results, samples = _run(measure(port, edge.listen_port, world, args, pids))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=30)
@@ -360,13 +401,14 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump({k: [round(x, 3) for x in v] for k, v in samples.items()}, f)
     png = args.png or os.path.splitext(args.out)[0] + ".png"
     plot(samples, png)
-    print(f"\n{'mode':<8} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}  errors")
+    print(f"\n{'mode':<8} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}  CPU ms/request  errors")
     for mode in args.modes:
         for c in args.concurrency:
             k = f"{mode}_c{c}"
             print(
                 f"{mode:<8} {c:>3} {results[k + '_p50_ms']:>8.2f} {results[k + '_p99_ms']:>8.2f} "
-                f"{results[k + '_rps']:>8.0f} {results[k + '_requests']:>6}  {results[k + '_errors'] or ''}"
+                f"{results[k + '_rps']:>8.0f} {results[k + '_requests']:>6}  {_cpu_text(results.get(k + '_cpu_ms_per_request'))}"
+                f"  {results[k + '_errors'] or ''}"
             )
     print(
         f"load average before/after: {results['loadavg_before']} / {results['loadavg_after']}; wrote {args.out}, {png}"
