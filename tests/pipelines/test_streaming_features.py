@@ -60,6 +60,7 @@ def _expected_cells(events):
 def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack, clean_bigtable, tmp_path):
     project = local_stack.settings.project
     for sub in (
+        resources.EVENTS_SUBSCRIPTION,  # events other tests published (the topic is shared) are not ours
         resources.EVENTS_DEAD_LETTER_SUBSCRIPTION,
         resources.FEATURE_CHANGES_SUBSCRIPTION,
         resources.ITEM_CHANGES_SERVING_SUBSCRIPTION,
@@ -129,7 +130,8 @@ def test_events_become_exact_features_and_bad_ones_are_dead_lettered(local_stack
 
 def test_fuzz_thousands_of_malformed_payloads_interleaved_with_valid_events(local_stack, clean_bigtable, tmp_path):
     project = local_stack.settings.project
-    drain(project, resources.EVENTS_DEAD_LETTER_SUBSCRIPTION, expect=10**6, timeout_s=1)
+    for sub in (resources.EVENTS_SUBSCRIPTION, resources.EVENTS_DEAD_LETTER_SUBSCRIPTION):
+        drain(project, sub, expect=10**6, timeout_s=1)
     rng = random.Random(11)
     bad = malformed_payloads(rng, 3000)
     now = int(time.time() * 1000)

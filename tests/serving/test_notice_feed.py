@@ -125,7 +125,8 @@ def test_an_event_reaches_the_replica_through_the_features_job_within_seconds(lo
     from pipelines import streaming_features
 
     s = local_stack.settings
-    drain(s.project, resources.ITEM_CHANGES_SERVING_SUBSCRIPTION, expect=10**6, timeout_s=1)
+    for sub in (resources.EVENTS_SUBSCRIPTION, resources.ITEM_CHANGES_SERVING_SUBSCRIPTION):
+        drain(s.project, sub, expect=10**6, timeout_s=1)  # other tests' messages on the shared topics
     store = FeatureStore.open(s.project, s.bigtable_instance, resources.FEATURES_TABLE)
     metrics = Metrics()
     replica = EdgeReplica(store, metrics)
