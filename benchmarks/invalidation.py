@@ -14,7 +14,9 @@ Each notice first bumps its entity at the origin, then is published. Measured:
   dead letter; also stale_at_end: keys whose answer through Varnish is still old once settled
 * edge_fresh_p50_s / p95_s: notice publish -> the first GET through Varnish showing the new version,
   for a sample of notices whose key was cached just before
-* chunk_hit_rate: null here (HLS chunk caching belongs to serving; see benchmarks/chunk_hit_rate.py)
+* chunk_hit_rate: the synthetic viewing day replayed through Varnish with next-up warming, by
+  benchmarks/chunk_replay.py (its `--modes` via `--chunk-modes`; "" skips it); the full report of
+  that replay is written next to FILE as FILE-chunks.json
 """
 
 from __future__ import annotations
@@ -277,8 +279,6 @@ def run_benchmark(notices: int, seconds: float, users: int, sample_every: int, s
             "edge_fresh_max_s": round(float(latencies.max()), 3) if len(latencies) else None,
             "edge_fresh_samples": int(len(latencies)),
             "edge_fresh_unresolved": poller.outstanding(),
-            "chunk_hit_rate": None,
-            "chunk_hit_rate_note": "not measured here: HLS chunk caching and the replayed viewing session belong to serving (benchmarks/chunk_hit_rate.py)",
             "origin": "bench-origin",
             "edge": "varnish 7 + xkey, infra/varnish/default.vcl",
             "runner": "BundleBasedDirectRunner",
@@ -298,6 +298,25 @@ def run_benchmark(notices: int, seconds: float, users: int, sample_every: int, s
         stack.stop()
 
 
+def chunk_hit_rate(out: str, modes: str) -> dict:
+    """The replayed viewing session's chunk hit rate (goal >= 0.9), from benchmarks/chunk_replay.py."""
+    if not modes:
+        return {"chunk_hit_rate": None, "chunk_hit_rate_note": "skipped (--chunk-modes '')"}
+    from benchmarks import chunk_replay
+
+    path = os.path.splitext(out)[0] + "-chunks.json"
+    replay = chunk_replay.run(["--out", path, "--modes", modes])
+    by_mode = {m: replay[m]["hit_rate"] for m in modes.split(",") if m in replay}
+    return {
+        "chunk_hit_rate": replay.get("hit_rate", next(iter(by_mode.values()), None)),
+        "chunk_hit_rate_mode": replay.get("hit_rate_mode", next(iter(by_mode), None)),
+        "chunk_hit_rate_by_mode": by_mode,
+        "chunk_requests": replay["chunk_requests"],
+        "goal_chunk_hit_rate": 0.9,
+        "chunk_report": path,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -306,8 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--sample_every", type=int, default=20, help="measure freshness for 1 notice in N")
     parser.add_argument("--settle_s", type=float, default=60.0, help="max wait for purges after the burst")
+    parser.add_argument("--chunk-modes", default="cold,nextup_firsts", help="chunk replay modes; '' skips it")
     args = parser.parse_args(argv)
     report = run_benchmark(args.notices, args.seconds, args.users, args.sample_every, args.settle_s)
+    report.update(chunk_hit_rate(args.out, args.chunk_modes))
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     by = report["purge_requests_by_target"]
@@ -317,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{t} {s['requests']} ({s['requests_beyond_minimum']} beyond minimum)" for t, s in by.items())
         + f"; lost {report['lost_purges']}, dead-lettered {report['dead_lettered_purges']}, stale {report['stale_at_end']}; "
         f"edge freshness p50 {report['edge_fresh_p50_s']} s p95 {report['edge_fresh_p95_s']} s "
-        f"({report['edge_fresh_samples']} samples)"
+        f"({report['edge_fresh_samples']} samples); chunk hit rate {report['chunk_hit_rate']} "
+        f"({report.get('chunk_hit_rate_mode', '-')}, goal >= 0.9)"
     )
 
 
