@@ -194,6 +194,7 @@ def create_app(
             metrics=metrics,
             user_hash=lambda uid: edge_keys.user_hash(uid, s.edge_key_secret),
             wall_ms=clock,
+            recent_drops=lambda now_ms: state.live.recent_drops(now_ms) if state.live is not None else [],
         )
         state.live = LiveCatalog(state.catalog, window_ms=int(s.drop_window_s * 1000), reload=_reader(s, catalog))
         state.live.on_change(lambda cat, change: _catalog_changed(state, recommender, cat, change))

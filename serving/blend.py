@@ -168,6 +168,19 @@ def continue_watching_items(cw: Mapping[str, Mapping], catalog: Catalog) -> list
     return out
 
 
+def with_new_releases(trending_series: Sequence[Sequence], dropping: Sequence[str]) -> list[list]:
+    """Cohort `trending_series` [[series_id, score], ...] with the series that just dropped an episode
+    put first (scored above the top): an episode drop trends at once, before its plays accumulate in the
+    cohort's counts. trending_items then enters each at the viewer's entry point, which for a viewer who
+    finished the episode before the drop is the new episode."""
+    if not dropping:
+        return list(trending_series)
+    top = max((float(entry[1]) for entry in trending_series if len(entry) == 2), default=0.0)
+    fresh = set(dropping)
+    firsts = [[sid, top + len(dropping) - i] for i, sid in enumerate(dropping)]
+    return firsts + [entry for entry in trending_series if len(entry) == 2 and entry[0] not in fresh]
+
+
 def trending_items(
     trending_series: Sequence[Sequence], cw: Mapping[str, Mapping], catalog: Catalog
 ) -> list[tuple[str, float]]:

@@ -152,6 +152,20 @@ class LiveCatalog:
         self._releases = sorted((e.release_time_ms, e.series_id) for e in self.current.episodes())
         self._release_times = [t for t, _ in self._releases]
 
+    def recent_drops(self, now_ms: int) -> list[str]:
+        """Series with a new episode live in the last `window_ms` (released by `now_ms`, or a drop event
+        seen), newest first: a drop trends before its plays have accumulated (serving/blend.py)."""
+        latest: dict[str, int] = {}
+        lo = bisect.bisect_left(self._release_times, now_ms - self.window_ms)
+        hi = bisect.bisect_right(self._release_times, now_ms)
+        for i in range(lo, hi):
+            t, sid = self._releases[i]
+            latest[sid] = max(t, latest.get(sid, 0))
+        for sid, seen in self.drop_seen_ms.items():
+            if now_ms - self.window_ms <= seen <= now_ms and sid in self.current:
+                latest[sid] = max(seen, latest.get(sid, 0))
+        return sorted(latest, key=lambda sid: (-latest[sid], sid))
+
     def dropping(self, series_ids: Iterable[str], now_ms: int) -> bool:
         """True if any of these series is inside its drop window at `now_ms`."""
         wanted = set(series_ids)

@@ -114,10 +114,12 @@ class Recommender:
         metrics: Metrics,
         user_hash: Callable[[str], str],
         wall_ms: Callable[[], int],
+        recent_drops: Callable[[int], list[str]] = lambda _now_ms: [],
     ) -> None:
         self.s, self.store, self.catalog, self.bundles = settings, store, catalog, bundles
         self.shared, self.executor, self.metrics = shared, executor, metrics
         self.user_hash, self.wall_ms = user_hash, wall_ms
+        self.recent_drops = recent_drops  # now_ms -> series that just dropped an episode (LiveCatalog)
         self.last_known = LastKnown(settings.last_known_max_entries)
         self.episodes = rerank.EpisodeTable.from_catalog(catalog)
 
@@ -151,6 +153,7 @@ class Recommender:
 
         cohort_row = self.shared.row(rowkeys.cohort_key(req.country, req.device))
         trending = cohort_row.get("i", "trending_series", []) if cohort_row is not None else []
+        trending = blend_mod.with_new_releases(trending, self.recent_drops(now_ms))
         sources = {
             blend_mod.TWO_TOWER: retrieval,
             blend_mod.CONTINUE_WATCHING: blend_mod.continue_watching_items(cw, self.catalog) if cw else [],

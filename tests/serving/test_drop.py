@@ -85,6 +85,28 @@ def test_drop_windows() -> None:
     assert live.dropping(["s2", "s1"], 50 * H + 300_000) and not live.dropping(["s1"], 50 * H + 700_000)
 
 
+def test_a_drop_trends_at_once_in_every_cohort() -> None:
+    from serving.blend import trending_items, with_new_releases
+    from tests.factories import catalog
+
+    two = Series("s2", "t", ("romance",), 0.5, (Episode("s2e001", "s2", 1, 60_000, 0),), {"US": (0, None)})
+    live = LiveCatalog(Catalog([_series(3), two]), window_ms=600_000)
+    assert live.recent_drops(3 * H - 1) == []  # e002 (2 H) is long past, e003 not released yet: scheduled
+    assert live.recent_drops(3 * H - 700_000) == []  # releases trend from their release time, not before
+    assert live.recent_drops(3 * H + 1_000) == ["s1"]  # released a second ago
+    assert live.recent_drops(3 * H + 601_000) == []  # the window closed
+    assert live.apply(_drop(4, 1, at=50 * H)) == APPLIED
+    assert live.recent_drops(50 * H + 1_000) == ["s1"]  # an event-announced drop trends too
+    # the cohort's counts do not know the drop yet: it goes first, the rest keep their order
+    cohort = [["s0002", 9.0], ["s0001", 4.0], ["s0003", 1.0]]
+    assert with_new_releases(cohort, ["s0003"]) == [["s0003", 10.0], ["s0002", 9.0], ["s0001", 4.0]]
+    assert with_new_releases(cohort, []) == cohort and with_new_releases([], ["s0001"]) == [["s0001", 1.0]]
+    # a viewer who finished the episode before the drop enters the series at the new episode
+    cw = {"s0001": {"episode_id": "s0001e002", "episode_number": 2, "completed": True, "updated_ms": 1}}
+    items = trending_items(with_new_releases(cohort, ["s0001"]), cw, catalog())
+    assert items[0] == ("s0001e003", 10.0)
+
+
 def test_ttl_policy_formula() -> None:
     def ttl(rate: float) -> float:
         return edge_ttl(base_s=5, swr_s=30, rate_per_s=rate, hot_max_s=30).max_age_s
