@@ -52,7 +52,8 @@ class Metrics:
         )
         self.replica = Counter(
             "cliffhanger_replica_updates_total",
-            "Edge replica updates: applied, stale (older or equal version), reconciled, reconcile_error",
+            "Edge replica updates: applied, stale (older or equal version), reconciled, reconcile_error; from the "
+            "notice feed: notice_pending, notice_cold (not hot), notice_invalid, notice_fetch_error, notice_pull_error",
             ["result"],
             registry=r,
         )
