@@ -2,14 +2,19 @@
 #   make demo   - the main job end to end on local real components (emulators, Varnish)
 #   make test   - every check: format, lint, the whole test suite (what .ci/run calls)
 # Both create .venv/ from the pinned requirements.txt when it is missing or stale, and install
-# Varnish + the xkey module from Debian when they are missing.
+# Varnish + the xkey module from Debian when they are missing. `make test` also creates .venv-flink/
+# from flink/requirements.txt: PyFlink pins Beam 2.61 / protobuf 5 / numpy 2.1, which cannot share
+# .venv (../shared/ENVIRONMENT.md), so the PyFlink job's tests (tests_flink/) run there.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FLINK_VENV := .venv-flink
+FLINK_PY := $(FLINK_VENV)/bin/python
+FLINK_STAMP := $(FLINK_VENV)/.installed
 
-.PHONY: demo test lint venv system-deps bench clean
+.PHONY: demo test lint venv flink-venv system-deps bench clean
 
 $(STAMP): requirements.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +24,15 @@ $(STAMP): requirements.txt setup.py
 	@touch $@
 
 venv: $(STAMP)
+
+$(FLINK_STAMP): flink/requirements.txt
+	@test -x $(FLINK_PY) || $(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(FLINK_PY) -m pip install --quiet --disable-pip-version-check -r flink/requirements.txt
+	$(FLINK_PY) -c "import pyflink.datastream, numpy"
+	@touch $@
+
+flink-venv: $(FLINK_STAMP)
 
 # Varnish 7 + varnish-modules (xkey) from Debian; the gcloud emulators and Java come with the machine
 # image (see ../shared/ENVIRONMENT.md) and cliffhanger.localstack explains what to install if not.
@@ -33,8 +47,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) system-deps lint
+# The Flink venv's bin goes first on PATH: PyFlink's Python workers run the `python` found there
+# (the job also sets python.executable to its own interpreter).
+test: $(STAMP) $(FLINK_STAMP) system-deps lint
 	$(PY) -m pytest
+	PATH="$(CURDIR)/$(FLINK_VENV)/bin:$$PATH" $(FLINK_PY) -m pytest tests_flink -q
 
 demo: $(STAMP) system-deps
 	$(PY) -m cliffhanger.demo
