@@ -29,7 +29,6 @@ Run (in the Flink venv: `make flink-venv` creates .venv-flink from flink/require
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -58,7 +57,8 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from cliffhanger.catalog import Catalog
 from cliffhanger.config import Settings
-from cliffhanger.events import EventError, PlaybackEvent, parse_event, timeliness_error
+from cliffhanger.dead_letters import DeadLetter, classify
+from cliffhanger.events import PlaybackEvent
 from cliffhanger.synth.log import LogError
 from cliffhanger.synth.log import _decode_line as decode_line  # the one decoder of the log format
 from transforms.feature_rows import RowUpdate, entity_keys, entity_update, new_entity_state, user_updates
@@ -75,18 +75,6 @@ USER_ROWS = OutputTag("user_rows", Types.STRING())
 
 
 # -- records ------------------------------------------------------------------------------------------
-
-
-def dead_letter_json(payload: bytes, reason: str, stage: str, field: str, arrival_ms: int) -> str:
-    """The JSON line of transforms/parse.DeadLetter.to_json (that module imports Beam, so it is mirrored)."""
-    record = {
-        "arrival_ms": arrival_ms,
-        "field": field,
-        "payload_b64": base64.b64encode(payload).decode(),
-        "reason": reason,
-        "stage": stage,
-    }
-    return json.dumps(record, sort_keys=True)
 
 
 def row_update_to_json(u: RowUpdate) -> str:
@@ -117,15 +105,9 @@ def parse_line(line: str, allowed_lateness_ms: int, max_skew_ms: int) -> Playbac
     try:
         record = decode_line(line, "event log")
     except LogError as exc:
-        return dead_letter_json(line.encode("utf-8"), str(exc), "record", "", 0)
-    try:
-        event = parse_event(record.payload)
-    except EventError as err:
-        return dead_letter_json(record.payload, str(err), "parse", err.field, record.arrival_ms)
-    problem = timeliness_error(event.event_time_ms, record.arrival_ms, allowed_lateness_ms, max_skew_ms)
-    if problem is not None:
-        return dead_letter_json(record.payload, problem, "timeliness", "event_time", record.arrival_ms)
-    return event
+        return DeadLetter(line.encode("utf-8"), str(exc), "record", "", 0).to_json()
+    result = classify(record.payload, record.arrival_ms, allowed_lateness_ms, max_skew_ms)
+    return result.to_json() if isinstance(result, DeadLetter) else result
 
 
 # -- operators ----------------------------------------------------------------------------------------

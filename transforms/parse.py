@@ -1,20 +1,23 @@
 """Parse and validate raw payloads into PlaybackEvents; bad ones go to a tagged dead-letter output.
 
 Input elements are `RawEvent`s: the exact payload bytes and their arrival time (the Pub/Sub publish
-time in streaming, the log's `arrival_ms` in batch), so the lateness rule is the same everywhere.
+time in streaming, the log's `arrival_ms` in batch), so the lateness rule is the same everywhere. The
+accept / refuse decision and the DeadLetter record are cliffhanger/dead_letters.py (Beam-free: the
+PyFlink job uses the same).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
-from cliffhanger.events import EventError, PlaybackEvent, parse_event, timeliness_error
+from cliffhanger.dead_letters import DeadLetter, classify
+from cliffhanger.events import PlaybackEvent
+
+__all__ = ["DEAD_LETTER", "EVENTS", "DeadLetter", "ParseEvents", "RawEvent", "from_pubsub", "with_event_time"]
 
 EVENTS = "events"
 DEAD_LETTER = "dead_letter"
@@ -24,34 +27,6 @@ DEAD_LETTER = "dead_letter"
 class RawEvent:
     payload: bytes
     arrival_ms: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that could not be used, with the raw payload so nothing is lost."""
-
-    payload: bytes
-    reason: str
-    stage: str  # parse | timeliness
-    field: str  # the offending JSON field, '' when the payload as a whole is bad
-    arrival_ms: int
-
-    def to_pubsub(self):
-        from apache_beam.io.gcp.pubsub import PubsubMessage
-
-        attrs = {
-            "reason": self.reason[:1024],
-            "stage": self.stage,
-            "field": self.field,
-            "arrival_ms": str(self.arrival_ms),
-        }
-        return PubsubMessage(self.payload, attrs)
-
-    def to_json(self) -> str:
-        """A JSON line for file sinks (batch): the payload base64-encoded, it may not be UTF-8."""
-        record = dataclasses.asdict(self)
-        record["payload_b64"] = base64.b64encode(record.pop("payload")).decode()
-        return json.dumps(record, sort_keys=True)
 
 
 def from_pubsub(message) -> RawEvent:
@@ -73,23 +48,16 @@ class _ParseFn(beam.DoFn):
     def process(self, raw):
         if not isinstance(raw, RawEvent):
             raw = from_pubsub(raw)  # a PubsubMessage straight from ReadFromPubSub: one step fewer per bundle
-        try:
-            event = parse_event(raw.payload)
-        except EventError as err:
-            self._malformed.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, DeadLetter(raw.payload, str(err), "parse", err.field, raw.arrival_ms)
-            )
-            return
-        problem = timeliness_error(event.event_time_ms, raw.arrival_ms, self._lateness_ms, self._skew_ms)
-        if problem is not None:
-            (self._late if problem.startswith("late") else self._future).inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, DeadLetter(raw.payload, problem, "timeliness", "event_time", raw.arrival_ms)
-            )
+        result = classify(raw.payload, raw.arrival_ms, self._lateness_ms, self._skew_ms)
+        if isinstance(result, DeadLetter):
+            if result.stage == "parse":
+                self._malformed.inc()
+            else:
+                (self._late if result.reason.startswith("late") else self._future).inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, result)
             return
         self._valid.inc()
-        yield event
+        yield result
 
 
 class ParseEvents(beam.PTransform):
