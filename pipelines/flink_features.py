@@ -59,8 +59,7 @@ from cliffhanger.catalog import Catalog
 from cliffhanger.config import Settings
 from cliffhanger.dead_letters import DeadLetter, classify
 from cliffhanger.events import PlaybackEvent
-from cliffhanger.synth.log import LogError
-from cliffhanger.synth.log import _decode_line as decode_line  # the one decoder of the log format
+from cliffhanger.synth.log import LogError, decode_line  # the one decoder of the log format
 from transforms.feature_rows import RowUpdate, entity_keys, entity_update, new_entity_state, user_updates
 from transforms.features import UserState, decode, encode
 

@@ -21,8 +21,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from cliffhanger.catalog import Catalog
-from cliffhanger.synth.log import LogError
-from cliffhanger.synth.log import _decode_line as decode_line  # the one decoder of the log format
+from cliffhanger.synth.log import LogError, decode_line  # the one decoder of the log format
 from transforms.parse import DEAD_LETTER, DeadLetter, RawEvent
 
 RECORDS = "records"

@@ -75,10 +75,10 @@ def read_log(path: str | os.PathLike) -> Iterator[LogRecord]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            yield _decode_line(line, f"{os.fspath(path)}:{lineno}")
+            yield decode_line(line, f"{os.fspath(path)}:{lineno}")
 
 
-def _decode_line(line: str, where: str) -> LogRecord:
+def decode_line(line: str, where: str) -> LogRecord:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
