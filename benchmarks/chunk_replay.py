@@ -62,12 +62,12 @@ from cliffhanger.catalog import Catalog
 from cliffhanger.events import EventError, PlaybackEvent, parse_event
 from cliffhanger.localstack import Varnish
 from serving import chunks, hls
-from serving.nextup_warm import WarmedSet, WarmJob, first_episodes, next_up, rendition_for
+from serving.nextup_warm import ENTRY_RENDITIONS, WarmedSet, WarmJob, first_episodes, next_up, rendition_for
 from serving.prewarm import EdgeWarmer
 
 SEGMENT_S = 4.0
 PLAYER_BUFFER_S = 30.0
-RENDITIONS = tuple(sorted(set(hls.DEFAULT_RENDITION.values())))
+RENDITIONS = ENTRY_RENDITIONS  # what pipelines/prewarm.py warms episode 1 in
 LOWER = {"1080p": "720p", "720p": "480p"}
 MODES = ("cold", "prewarmed", "nextup", "nextup_firsts")
 HEADLINE = "nextup_firsts"

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--segment_s", type=float, default=ServingSettings.segment_s, help="as serving's")
     parser.add_argument("--concurrency", type=int, default=8, help="GETs in flight per worker")
     parser.add_argument("--rewarm_after_s", type=int, default=3600, help="warm an episode again after this long")
+    parser.add_argument(
+        "--first_episodes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also warm episode 1 of every playable series (on start and when the catalog changes)",
+    )
     parser.add_argument("--dead_letter_topic", default="", help="publish unparseable events here too ('' = count)")
     return parser
 
@@ -76,6 +82,7 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         segments=known.segments,
         concurrency=known.concurrency,
         rewarm_after_s=known.rewarm_after_s,
+        first_episodes=known.first_episodes,
     )
 
     p = beam.Pipeline(options=options)

@@ -30,6 +30,7 @@ from cliffhanger.events import PlaybackEvent
 from serving import hls
 
 FALLBACK_RENDITION = "720p"
+ENTRY_RENDITIONS = tuple(sorted(set(hls.DEFAULT_RENDITION.values())))  # every rendition some device plays
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

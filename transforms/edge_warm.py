@@ -4,8 +4,15 @@ The planning (which episode, rendition and chunks; the dedupe) is serving/nextup
 serving/prewarm.EdgeWarmer: the same code benchmarks/chunk_replay.py measures. Work is per bundle: a
 bundle's jobs are planned in `process` and fetched together in `finish_bundle` with bounded concurrency.
 
-Dedupe is per worker (`WarmedSet`, bounded, in memory): two workers, or a restarted one, may warm the
-same episode again, which costs the edge a GET that answers HIT and the origin nothing. A job with any
+Entry points: with `first_episodes` on (the default), episode 1 of every released, licensed series is
+warmed too, when the worker first sees the catalog and again whenever it changes (a new series, a
+licensing change): every new viewer of a series starts there (serving/nextup_warm.first_episodes). That
+is what benchmarks/chunk_replay.py's headline mode (`nextup_firsts`) measures. It is bounded by the
+catalog's size; a catalog of thousands of series would warm its trending ones instead (serving.prewarm).
+
+Dedupe is per worker process (`WarmedSet`, bounded, in memory, shared by the DoFn instances of the
+process: the DirectRunner calls setup() again for every bundle): two workers, or a restarted one, may
+warm the same episode again, which costs the edge a GET that answers HIT and the origin nothing. A job with any
 failed chunk is forgotten, so the next play_start of its predecessor retries it, and counted (a failed
 warm loses no data: the viewer's player fetches the chunk itself, as a miss).
 """
@@ -21,7 +28,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from cliffhanger.events import PlaybackEvent
-from serving.nextup_warm import WarmedSet, WarmJob, next_up
+from serving.nextup_warm import ENTRY_RENDITIONS, WarmedSet, WarmJob, first_episodes, next_up
 from serving.prewarm import EdgeWarmer, tally
 from transforms.compute_features import load_catalog
 
@@ -49,6 +56,19 @@ class WarmConfig:
     timeout_s: float = 5.0
     rewarm_after_s: int | None = 3600
     max_warmed: int = 200_000
+    first_episodes: bool = True  # also warm episode 1 of every playable series (see the module docstring)
+
+
+# Per process, per config: the warmed set and the catalog whose first episodes were warmed last.
+_PROCESS_STATE: dict[WarmConfig, list] = {}
+
+
+def _process_state(config: WarmConfig) -> list:
+    """[WarmedSet, catalog last seen]: one per process and config, surviving the DirectRunner's per-bundle setup()."""
+    if config not in _PROCESS_STATE:
+        rewarm_ms = None if config.rewarm_after_s is None else config.rewarm_after_s * 1000
+        _PROCESS_STATE[config] = [WarmedSet(config.max_warmed, rewarm_ms), None]
+    return _PROCESS_STATE[config]
 
 
 class _WarmNextUpFn(beam.DoFn):
@@ -61,19 +81,29 @@ class _WarmNextUpFn(beam.DoFn):
         self._chunks_hit = Metrics.counter("prewarm", "chunks_hit")
         self._chunks_miss = Metrics.counter("prewarm", "chunks_fetched")
         self._chunks_failed = Metrics.counter("prewarm", "chunks_failed")
+        self._firsts = Metrics.counter("prewarm", "first_episodes_warmed")
 
     def setup(self):
         c = self._config
         self._warmer = EdgeWarmer(c.edge_url, c.concurrency, c.timeout_s)
-        rewarm_ms = None if c.rewarm_after_s is None else c.rewarm_after_s * 1000
-        self._warmed = WarmedSet(c.max_warmed, rewarm_ms)
+        self._state = _process_state(c)
+        self._warmed = self._state[0]
 
     def start_bundle(self):
         self._jobs: list[WarmJob] = []
         self._max_ts = None
 
     def process(self, event: PlaybackEvent, timestamp=beam.DoFn.TimestampParam):
-        job = next_up(load_catalog(self._catalog_path), event, self._config.segment_s, self._config.segments)
+        catalog = load_catalog(self._catalog_path)
+        if self._config.first_episodes and self._state[1] is not catalog:  # first sight, or the catalog changed
+            self._state[1] = catalog
+            c = self._config
+            for job in first_episodes(catalog, ENTRY_RENDITIONS, c.segment_s, event.event_time_ms, c.segments):
+                if self._warmed.claim(job.key, event.event_time_ms):
+                    self._jobs.append(job)
+                    self._firsts.inc()
+            self._max_ts = timestamp if self._max_ts is None or timestamp > self._max_ts else self._max_ts
+        job = next_up(catalog, event, self._config.segment_s, self._config.segments)
         if job is None:
             self._nothing.inc()
             return
@@ -97,6 +127,7 @@ class _WarmNextUpFn(beam.DoFn):
             if result.errors:
                 self._chunks_failed.inc(result.errors)
                 self._warmed.release(job.key)  # the next play_start of its predecessor tries again
+                self._state[1] = None  # and entry points are planned again on the next event (claims dedupe)
                 _LOG.warning(
                     "warming %s %s: %d of %d chunks failed", job.episode_id, job.rendition, result.errors, counts.paths
                 )

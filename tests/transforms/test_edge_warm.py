@@ -36,7 +36,7 @@ def test_play_starts_warm_the_next_episode_once_per_rendition(edge, tmp_path):
         event("play_start", episode=5, t=T0 + 4),  # the last episode: nothing after it
         event("play_start", series="s0002", t=T0 + 5),  # the origin fails: reported as errors
     ]
-    config = WarmConfig(edge_url=cache.url, segment_s=4.0, segments=2, concurrency=4)
+    config = WarmConfig(edge_url=cache.url, segment_s=4.0, segments=2, concurrency=4, first_episodes=False)
     with TestPipeline(options=PipelineOptions(runner="BundleBasedDirectRunner")) as p:
         results = p | beam.Create(events) | WarmNextUp(write_catalog(tmp_path), config)
         assert_that(
@@ -52,3 +52,33 @@ def test_play_starts_warm_the_next_episode_once_per_rendition(edge, tmp_path):
     assert sorted(origin.requests) == sorted(
         f"/chunks/s0001e003/{r}/v1/{n}" for r in ("720p", "1080p") for n in ("init.mp4", "0.m4s", "1.m4s")
     )
+
+
+def test_episode_one_of_every_series_is_warmed_once_per_process(edge, tmp_path):
+    """Entry points: the first event makes the worker warm episode 1 of each playable series in every
+    rendition a device plays; a second run in the same process (the DirectRunner sets DoFns up per
+    bundle) finds them already warmed."""
+    origin, cache = edge
+    config = WarmConfig(edge_url=cache.url, segment_s=4.0, segments=1, concurrency=4)
+    path = write_catalog(tmp_path)
+    for run in range(2):
+        with TestPipeline(options=PipelineOptions(runner="BundleBasedDirectRunner")) as p:
+            last = event("play_start", episode=5, t=T0 + run)  # the last episode: no next-up, entry points only
+            results = p | beam.Create([last]) | WarmNextUp(path, config)
+            want = (
+                [
+                    WarmResult("s0001e001", "720p", 1, 0, 2, 0),
+                    WarmResult("s0001e001", "1080p", 1, 0, 2, 0),
+                    WarmResult("s0002e001", "720p", 1, 0, 0, 2),  # no media at this origin: errors, retried later
+                    WarmResult("s0002e001", "1080p", 1, 0, 0, 2),
+                ]
+                if run == 0
+                else [
+                    WarmResult("s0002e001", "720p", 1, 0, 0, 2),  # the failed ones were released: tried again
+                    WarmResult("s0002e001", "1080p", 1, 0, 0, 2),
+                ]
+            )
+            assert_that(results, equal_to(want))
+    assert sorted(origin.requests) == sorted(
+        f"/chunks/s0001e001/{r}/v1/{n}" for r in ("720p", "1080p") for n in ("init.mp4", "0.m4s")
+    )  # s0001e001's chunks fetched once, by the first run
