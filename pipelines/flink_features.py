@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterable
 
 from pyflink.common import Configuration, Types, WatermarkStrategy
@@ -55,7 +54,7 @@ from pyflink.datastream.connectors.file_system import (
 )
 from pyflink.datastream.state import ValueStateDescriptor
 
-from cliffhanger.catalog import Catalog
+from cliffhanger.catalog_watch import load_catalog  # the Beam jobs' loader: re-read when catalog.json changes
 from cliffhanger.config import Settings
 from cliffhanger.dead_letters import DeadLetter, classify
 from cliffhanger.events import PlaybackEvent
@@ -67,7 +66,6 @@ _DEFAULTS = Settings.from_env()
 # Shipped to the Python workers (env.add_python_file), so a remote cluster can import the shared code.
 _PACKAGES = ("cliffhanger", "transforms", "pipelines")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CATALOG_RECHECK_S = 30.0  # as transforms/compute_features.load_catalog: a new catalog.json is picked up
 
 DEAD_LETTERS = OutputTag("dead_letters", Types.STRING())
 USER_ROWS = OutputTag("user_rows", Types.STRING())
@@ -149,32 +147,16 @@ class _UpdateUserState(KeyedProcessFunction):
         self._duplicates = metrics.counter("duplicate_events")
         self._applied = metrics.counter("events_applied")
         self._unknown_series = metrics.counter("unknown_series")
-        self._catalog_stamp: tuple | None = None
-        self._catalog_checked = float("-inf")
-        self._load_catalog()
-
-    def _load_catalog(self) -> None:
-        """(Re)read catalog.json when it changed, looked at most every CATALOG_RECHECK_S."""
-        now = time.monotonic()
-        if now - self._catalog_checked < CATALOG_RECHECK_S:
-            return
-        self._catalog_checked = now
-        st = os.stat(self._catalog_path)
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._catalog_stamp:
-            with open(self._catalog_path, encoding="utf-8") as handle:
-                self._catalog = Catalog.from_dict(json.load(handle))
-            self._catalog_stamp = stamp
+        load_catalog(self._catalog_path)  # read once up front: a missing file fails the job at start
 
     def _genres(self, series_id: str) -> tuple[str, ...]:
         try:
-            return self._catalog.genres(series_id)
+            return load_catalog(self._catalog_path).genres(series_id)
         except KeyError:
             self._unknown_series.inc()
             return ()
 
     def process_element(self, event, ctx):
-        self._load_catalog()
         state = self._state.value() or UserState()
         if not state.apply(event, self._genres(event.series_id)):
             self._duplicates.inc()

@@ -27,8 +27,6 @@ there would purge every cached answer naming a trending episode about once a sec
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import defaultdict
 
@@ -40,7 +38,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from cliffhanger import catalog_watch as watch
 from cliffhanger.catalog import Catalog
+from cliffhanger.catalog_watch import CATALOG_RECHECK_S
 from cliffhanger.notices import ChangeNotice
 from transforms.bigtable_sink import BigtableSink, BigtableTarget
 from transforms.feature_rows import EPISODE, entity_keys, entity_update, new_entity_state, user_updates
@@ -54,41 +54,24 @@ ITEM_FEATURES = "item_features"  # the reason of an episode notice
 NOTICE_INTERVAL_MS = 1_000  # at most one episode notice per episode per second of event time
 
 
-CATALOG_RECHECK_S = 30.0
-_catalogs: dict[str, tuple[float, tuple, Catalog]] = {}  # path -> (checked at, file stamp, catalog)
-_catalogs_lock = threading.Lock()
-
-
-def _stamp(path: str) -> tuple:
+def _beam_stamp(path: str) -> tuple:
     from apache_beam.io.filesystems import FileSystems
 
     meta = FileSystems.match([path])[0].metadata_list[0]
     return (meta.last_updated_in_seconds, meta.size_in_bytes)
 
 
+def _beam_read(path: str) -> bytes:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
 def load_catalog(path: str, recheck_s: float = CATALOG_RECHECK_S, clock=time.monotonic) -> Catalog:
     """catalog.json from a local or gs:// path (Beam FileSystems), cached per process and re-read when
-    the file changes (looked at, at most every `recheck_s`): an episode drop publishes a new catalog
-    and running jobs pick it up without a restart.
-
-    Per process, because the DirectRunner deserializes DoFns and calls setup() for every bundle
-    (measured: re-parsing the catalog per bundle was the top cost of the streaming job)."""
-    now = clock()
-    with _catalogs_lock:
-        entry = _catalogs.get(path)
-    if entry is not None and now - entry[0] < recheck_s:
-        return entry[2]
-    stamp = _stamp(path)
-    if entry is not None and stamp == entry[1]:
-        catalog = entry[2]
-    else:
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.open(path) as handle:
-            catalog = Catalog.from_dict(json.loads(handle.read()))
-    with _catalogs_lock:
-        _catalogs[path] = (now, stamp, catalog)
-    return catalog
+    it changes: cliffhanger/catalog_watch.load_catalog (shared with the PyFlink job) on Beam's filesystems."""
+    return watch.load_catalog(path, recheck_s, clock, stamp=_beam_stamp, read=_beam_read)
 
 
 class _BatchPerBundle(beam.DoFn):
