@@ -31,7 +31,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from models.bundle import BundleGateError, BundleWriter, new_version
+from models.bundle import BundleGateError, new_version
+from models.bundle_writer import BundleWriter
 from models.pit_retrieval import TrainingDataError
 from transforms.event_log import InputError
 

@@ -129,7 +129,7 @@ def synthetic_ranker_data(catalog: Catalog, rng: np.random.Generator, n_users: i
 def publish_bundle(root: str, artifacts: Artifacts, version: str, seed: int = 0, schema_hash: str | None = None) -> str:
     """Write + publish one bundle version (random item embeddings from `seed`); returns the version."""
     from models.ann_index import build_index
-    from models.bundle import BundleWriter
+    from models.bundle_writer import BundleWriter
 
     rng = np.random.default_rng(seed)
     embeddings = (rng.standard_normal((len(artifacts.item_ids), EMBEDDING_DIM)) / np.sqrt(EMBEDDING_DIM)).astype(

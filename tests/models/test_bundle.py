@@ -11,14 +11,8 @@ import pytest
 
 from models import bundle as bundle_mod
 from models.ann_index import build_index
-from models.bundle import (
-    BundleError,
-    BundleGateError,
-    BundleWriter,
-    current_version,
-    load_bundle,
-    publish,
-)
+from models.bundle import BundleError, BundleGateError, current_version, load_bundle
+from models.bundle_writer import BundleWriter, publish
 from models.onnx_export import export_ranker
 from models.ranker import DEFAULT_FEATURES, train_ranker
 
