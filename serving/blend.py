@@ -168,13 +168,13 @@ def continue_watching_items(cw: Mapping[str, Mapping], catalog: Catalog) -> list
     return out
 
 
-def with_new_releases(trending_series: Sequence[Sequence], dropping: Sequence[str]) -> list[list]:
+def with_new_releases(trending_series: Sequence[Sequence], dropping: Sequence[str]) -> Sequence[Sequence]:
     """Cohort `trending_series` [[series_id, score], ...] with the series that just dropped an episode
     put first (scored above the top): an episode drop trends at once, before its plays accumulate in the
     cohort's counts. trending_items then enters each at the viewer's entry point, which for a viewer who
     finished the episode before the drop is the new episode."""
     if not dropping:
-        return list(trending_series)
+        return trending_series  # the usual request: no copy
     top = max((float(entry[1]) for entry in trending_series if len(entry) == 2), default=0.0)
     fresh = set(dropping)
     firsts = [[sid, top + len(dropping) - i] for i, sid in enumerate(dropping)]
