@@ -140,3 +140,10 @@ def table(name: str) -> Table:
         if t.name == name:
             return t
     raise KeyError(f"no table named {name!r} in cliffhanger.resources.TABLES")
+
+
+def subscription(name: str) -> Subscription:
+    for s in SUBSCRIPTIONS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no subscription named {name!r} in cliffhanger.resources.SUBSCRIPTIONS")

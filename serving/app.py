@@ -214,10 +214,15 @@ def create_app(
                 )
             )
         ]
-        feed = CatalogFeed(s.base.project, s.catalog_subscription, state.live.apply, metrics)
+        own = s.owned_subscription  # per-replica subscriptions (CLIFFHANGER_REPLICA_ID): created if missing
+        feed = CatalogFeed(
+            s.base.project, s.catalog_subscription, state.live.apply, metrics, create=own(s.catalog_subscription)
+        )
         if s.catalog_subscription:
             tasks.append(feed.start())
-        notices = NoticeFeed(s.base.project, s.item_changes_subscription, state.replica, metrics)
+        notices = NoticeFeed(
+            s.base.project, s.item_changes_subscription, state.replica, metrics, create=own(s.item_changes_subscription)
+        )
         if s.item_changes_subscription:  # episode notices keep the replica fresh between reconciliations
             tasks.append(notices.start())
         state.shared.start()

@@ -10,9 +10,9 @@ per-series versions turn into a no-op. A payload that cannot be parsed is counte
 invalidation pipeline dead-letters the same payload from its own subscription, a second copy would add
 nothing.
 
-Replicas: locally (and for a single replica) the declared `catalog-serving` is used; a replica that
-needs its own passes its name in CLIFFHANGER_CATALOG_SUBSCRIPTION, and the catalog file re-read on
-start covers what it missed while that subscription did not exist.
+Replicas: with one replica the declared `catalog-serving` is used; with CLIFFHANGER_REPLICA_ID set the
+replica pulls (and creates on start) `catalog-serving-<id>` (or CLIFFHANGER_CATALOG_SUBSCRIPTION), and
+the catalog file re-read on start covers what it missed while that subscription did not exist.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from cliffhanger.catalog_events import CatalogEventError
+from cliffhanger.resources import Subscription
 from serving.live_catalog import CatalogChange, parse_change
 from serving.metrics import Metrics
 from serving.pubsub_pull import PubSubPull
@@ -37,10 +38,16 @@ class CatalogFeed(PubSubPull):
         metrics: Metrics,
         *,
         pull_timeout_s: float = 2.0,
+        create: Subscription | None = None,
         max_messages: int = 100,
     ) -> None:
         super().__init__(
-            project, subscription, name="catalog-feed", pull_timeout_s=pull_timeout_s, max_messages=max_messages
+            project,
+            subscription,
+            name="catalog-feed",
+            pull_timeout_s=pull_timeout_s,
+            max_messages=max_messages,
+            create=create,
         )
         self.apply, self.metrics = apply, metrics
 

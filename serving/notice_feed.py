@@ -20,7 +20,8 @@ be parsed is counted (`notice_invalid`) and acked: nothing else consumes the top
 might have named are healed by reconciliation.
 
 Counts go to `cliffhanger_replica_updates_total{result=...}` with the replica's own results.
-Subscriptions per replica: see serving/pubsub_pull.py (CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION).
+Subscriptions per replica: see serving/pubsub_pull.py (CLIFFHANGER_REPLICA_ID: `item-changes-serving-<id>`,
+created on start; or CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 
 from cliffhanger.notices import ChangeNotice, NoticeError
+from cliffhanger.resources import Subscription
 from serving.metrics import Metrics
 from serving.pubsub_pull import PubSubPull
 from serving.replica import EdgeReplica
@@ -46,10 +48,16 @@ class NoticeFeed(PubSubPull):
         metrics: Metrics,
         *,
         pull_timeout_s: float = 2.0,
+        create: Subscription | None = None,
         max_messages: int = 500,
     ) -> None:
         super().__init__(
-            project, subscription, name="notice-feed", pull_timeout_s=pull_timeout_s, max_messages=max_messages
+            project,
+            subscription,
+            name="notice-feed",
+            pull_timeout_s=pull_timeout_s,
+            max_messages=max_messages,
+            create=create,
         )
         self.replica, self.metrics = replica, metrics
 

@@ -22,6 +22,9 @@ Environment variables (all optional unless noted):
     CLIFFHANGER_BUNDLE_POLL_S       how often CURRENT is polled                       (5)
     CLIFFHANGER_DEFAULT_COUNTRY     country when the request names none               (US)
     CLIFFHANGER_DEFAULT_DEVICE      device when the request names none                (android)
+    CLIFFHANGER_REPLICA_ID          this process's replica id when several serve one host ("": one replica);
+                                    the two subscriptions below default to `<declared name>-<id>` then, and
+                                    the process creates them on start (serving/pubsub_pull.py)
   Episode drops and edge TTLs (serving/ttl_policy.py, serving/live_catalog.py):
     CLIFFHANGER_CATALOG_SUBSCRIPTION  Pub/Sub subscription of catalog events; "" = off  (catalog-serving)
     CLIFFHANGER_DROP_WINDOW_S       a series is "dropping" this long around a release (600)
@@ -40,10 +43,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 
+from cliffhanger import resources
 from cliffhanger.config import Settings
 
+# The Pub/Sub subscriptions a serving process pulls: settings field -> (env var, declared subscription).
+FEED_SUBSCRIPTIONS = {
+    "catalog_subscription": ("CLIFFHANGER_CATALOG_SUBSCRIPTION", resources.CATALOG_SERVING_SUBSCRIPTION),
+    "item_changes_subscription": ("CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION", resources.ITEM_CHANGES_SERVING_SUBSCRIPTION),
+}
+_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.~+-]{0,62}")
 DEFAULT_BLEND = {"two_tower": 0.8, "continue_watching": 0.1, "trending": 0.1}
 
 
@@ -62,6 +73,28 @@ def _num(env: Mapping[str, str], name: str, default: float, kind: type = float) 
     if value < 0:
         raise ServingConfigError(f"{name} must be >= 0, got {raw!r}")
     return value
+
+
+def replica_subscriptions(env: Mapping[str, str]) -> tuple[str, dict[str, str], dict[str, resources.Subscription]]:
+    """(replica id, settings field -> subscription name, name -> declaration of the subscriptions this
+    replica creates itself). An explicit CLIFFHANGER_*_SUBSCRIPTION always wins and is never created."""
+    replica_id = env.get("CLIFFHANGER_REPLICA_ID", "")
+    if replica_id and not _REPLICA_ID.fullmatch(replica_id):
+        raise ServingConfigError(
+            f"CLIFFHANGER_REPLICA_ID must be 1-63 letters, digits or -_.~+ starting with a letter or digit "
+            f"(it becomes part of Pub/Sub subscription names), got {replica_id!r}"
+        )
+    names: dict[str, str] = {}
+    owned: dict[str, resources.Subscription] = {}
+    for field, (var, declared) in FEED_SUBSCRIPTIONS.items():
+        if var in env:
+            names[field] = env[var]
+        elif replica_id:
+            names[field] = f"{declared}-{replica_id}"
+            owned[names[field]] = dataclasses.replace(resources.subscription(declared), name=names[field])
+        else:
+            names[field] = declared
+    return replica_id, names, owned
 
 
 def parse_blend(raw: str) -> dict[str, float]:
@@ -115,16 +148,24 @@ class ServingSettings:
     hot_ttl_max_s: float = 30.0
     replica_reconcile_s: float = 60.0
     item_changes_subscription: str = "item-changes-serving"
+    replica_id: str = ""
+    # name -> declaration (topic, ack deadline): the per-replica subscriptions this process creates if missing
+    owned_subscriptions: Mapping[str, resources.Subscription] = dataclasses.field(default_factory=dict)
     playlist_episodes: int = 3
     segment_s: float = 4.0
     playlist_ttl_s: float = 2.0
     playlist_swr_s: float = 10.0
     chunk_dir: str = "var/chunks"
 
+    def owned_subscription(self, subscription: str) -> resources.Subscription | None:
+        """How to create `subscription` if it is missing (a per-replica one), else None."""
+        return self.owned_subscriptions.get(subscription)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         env = os.environ if environ is None else environ
         secret = env.get("CLIFFHANGER_EDGE_KEY_SECRET", "")
+        replica_id, subscriptions, owned = replica_subscriptions(env)
         return cls(
             base=Settings.from_env(env),
             bundle_root=env.get("CLIFFHANGER_BUNDLE_ROOT", cls.bundle_root),
@@ -144,12 +185,14 @@ class ServingSettings:
             bundle_poll_s=_num(env, "CLIFFHANGER_BUNDLE_POLL_S", cls.bundle_poll_s),
             default_country=env.get("CLIFFHANGER_DEFAULT_COUNTRY", cls.default_country),
             default_device=env.get("CLIFFHANGER_DEFAULT_DEVICE", cls.default_device),
-            catalog_subscription=env.get("CLIFFHANGER_CATALOG_SUBSCRIPTION", cls.catalog_subscription),
+            catalog_subscription=subscriptions["catalog_subscription"],
             drop_window_s=_num(env, "CLIFFHANGER_DROP_WINDOW_S", cls.drop_window_s),
             drop_ttl_s=_num(env, "CLIFFHANGER_DROP_TTL_S", cls.drop_ttl_s),
             hot_ttl_max_s=_num(env, "CLIFFHANGER_HOT_TTL_MAX_S", cls.hot_ttl_max_s),
             replica_reconcile_s=_num(env, "CLIFFHANGER_REPLICA_RECONCILE_S", cls.replica_reconcile_s),
-            item_changes_subscription=env.get("CLIFFHANGER_ITEM_CHANGES_SUBSCRIPTION", cls.item_changes_subscription),
+            item_changes_subscription=subscriptions["item_changes_subscription"],
+            replica_id=replica_id,
+            owned_subscriptions=owned,
             playlist_episodes=int(_num(env, "CLIFFHANGER_PLAYLIST_EPISODES", cls.playlist_episodes, int)),
             segment_s=_num(env, "CLIFFHANGER_SEGMENT_S", cls.segment_s),
             chunk_dir=env.get("CLIFFHANGER_CHUNK_DIR", cls.chunk_dir),

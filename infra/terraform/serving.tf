@@ -102,6 +102,47 @@ resource "google_pubsub_subscription_iam_member" "serving_subscriber" {
   member       = google_service_account.serving.member
 }
 
+# Several replicas per host (python -m serving --replicas N, behind the host's Varnish): each replica
+# creates and pulls its own `<subscription>-<replica id>` of the two feeds above, since Pub/Sub splits
+# one subscription's messages between its subscribers. Creating one needs pubsub.subscriptions.create
+# on the project and pubsub.topics.attachSubscription on the topic; pulling it needs
+# pubsub.subscriptions.consume on it. The created names are not known here, so that much is granted on
+# the project through a custom role, conditioned on the two name prefixes (unverified here: whether
+# Pub/Sub evaluates resource.name conditions needs a real project; see README "Things to know").
+# The subscriptions expire after a day without a subscriber (serving/pubsub_pull.py).
+locals {
+  serving_replica_subscription_prefixes = [for name in local.serving_subscriptions : "projects/${var.project_id}/subscriptions/${name}-"]
+  serving_subscription_topics           = toset([for name in local.serving_subscriptions : local.pubsub_subscriptions[name].topic])
+}
+
+resource "google_project_iam_custom_role" "serving_replica_subscriptions" {
+  project     = var.project_id
+  role_id     = "cliffhanger_serving_replica_subs_${replace(var.env, "-", "_")}"
+  title       = "Cliffhanger serving replica subscriptions (${var.env})"
+  description = "Create and pull a serving replica's own subscriptions to the catalog and item-changes topics."
+  permissions = ["pubsub.subscriptions.create", "pubsub.subscriptions.consume"]
+}
+
+resource "google_project_iam_member" "serving_replica_subscriptions" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.serving_replica_subscriptions.id
+  member  = google_service_account.serving.member
+
+  condition {
+    title      = "serving replica subscriptions only"
+    expression = join(" || ", [for prefix in local.serving_replica_subscription_prefixes : "resource.name.startsWith(\"${prefix}\")"])
+  }
+}
+
+# roles/pubsub.subscriber on a topic is what grants pubsub.topics.attachSubscription there.
+resource "google_pubsub_topic_iam_member" "serving_attach" {
+  for_each = local.serving_subscription_topics
+
+  topic  = google_pubsub_topic.topic[each.key].name
+  role   = "roles/pubsub.subscriber"
+  member = google_service_account.serving.member
+}
+
 resource "google_cloud_run_v2_service" "serving" {
   # Off on the first apply: a revision only becomes ready once the secrets have versions and a
   # bundle is published (/readyz), which needs the buckets and topics this stack creates (README).

@@ -260,15 +260,44 @@ def test_granted_pubsub_names_are_declared():
     assert set(_local("serving_subscriptions")) <= subscriptions
 
 
+_SERVING_REPLICA_ROLE = "${google_project_iam_custom_role.serving_replica_subscriptions.id}"
+
+
 def test_no_broad_roles():
     for kind in ("google_project_iam_member", "google_project_iam_binding", "google_project_iam_policy"):
         for name, body in _resources(kind).items():
-            assert body.get("role") == "roles/dataflow.worker", (
-                f"{kind}.{name}: only roles/dataflow.worker is granted project-wide; grant {body.get('role')} "
-                "on the resource (topic, subscription, instance, bucket, secret)"
+            assert body.get("role") in ("roles/dataflow.worker", _SERVING_REPLICA_ROLE), (
+                f"{kind}.{name}: only roles/dataflow.worker and serving's replica-subscription role are granted "
+                f"project-wide; grant {body.get('role')} on the resource (topic, subscription, instance, bucket, secret)"
             )
     text = "\n".join(p.read_text() for p in TF_DIR.glob("*.tf"))
     assert not re.search(r"roles/(owner|editor|pubsub\.admin|pubsub\.editor|bigtable\.admin|storage\.admin)\b", text)
+
+
+def test_serving_replicas_can_create_and_pull_only_their_own_subscriptions():
+    """A replica (CLIFFHANGER_REPLICA_ID) creates `<declared>-<id>` on the declared topic and pulls it
+    (serving/settings.py, serving/pubsub_pull.py): create + consume on the project, conditioned on the
+    serving subscriptions' name prefixes, and attachSubscription (roles/pubsub.subscriber) on the topics."""
+    from serving.settings import FEED_SUBSCRIPTIONS
+
+    declared = {declared for _, declared in FEED_SUBSCRIPTIONS.values()}
+    assert set(_local("serving_subscriptions")) == declared
+    role = _resources("google_project_iam_custom_role")["serving_replica_subscriptions"]
+    assert sorted(role["permissions"]) == ["pubsub.subscriptions.consume", "pubsub.subscriptions.create"]
+    grant = _resources("google_project_iam_member")["serving_replica_subscriptions"]
+    assert grant["role"] == _SERVING_REPLICA_ROLE
+    assert grant["member"] == "${google_service_account.serving.member}"
+    (condition,) = grant["condition"]
+    assert "resource.name.startsWith" in condition["expression"]
+    assert "local.serving_replica_subscription_prefixes" in condition["expression"]
+    prefixes = _local("serving_replica_subscription_prefixes")
+    assert (
+        "${name}-" in prefixes and "local.serving_subscriptions" in prefixes
+    )  # `<declared>-` per serving subscription
+    attach = _resources("google_pubsub_topic_iam_member")["serving_attach"]
+    assert (attach["role"], attach["for_each"]) == ("roles/pubsub.subscriber", "${local.serving_subscription_topics}")
+    topics = _local("serving_subscription_topics")
+    assert "local.pubsub_subscriptions[name].topic" in topics and "local.serving_subscriptions" in topics
 
 
 def test_buckets():
@@ -300,6 +329,8 @@ _NOT_FOR_CLOUD_RUN = {
     "CLIFFHANGER_PUBSUB_PORT": "emulator port, local stack only",
     "CLIFFHANGER_ALLOWED_LATENESS_S": "pipeline setting in the shared Settings; serving does not use it",
     "CLIFFHANGER_MAX_CLOCK_SKEW_S": "pipeline setting in the shared Settings; serving does not use it",
+    "CLIFFHANGER_REPLICA_ID": "one value per process (python -m serving --replicas N sets it per child); "
+    "Cloud Run gives every instance the same environment",
 }
 _SECRETS = {"CLIFFHANGER_EDGE_KEY_SECRET", "CLIFFHANGER_ADMIN_TOKEN"}
 
