@@ -6,6 +6,8 @@ or `parse` (the raw payload; `reason` starts with its source, `notice:` or `cata
 
 Locally (emulators + Varnish up, CLIFFHANGER_EDGE_KEY_SECRET set, see README):
     python -m pipelines.invalidation --varnish_url http://127.0.0.1:6081
+With serving's in-process caches purged first (CLIFFHANGER_ADMIN_TOKEN set), one URL per replica:
+    python -m pipelines.invalidation --origin_url http://127.0.0.1:8080,http://127.0.0.1:8081
 With Fastly and Cloudflare as well (tokens in FASTLY_API_TOKEN / CLOUDFLARE_API_TOKEN):
     python -m pipelines.invalidation --targets varnish,fastly,cloudflare \
         --fastly_service_id SVC --cloudflare_zone_id ZONE --cloudflare_plan business
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import urllib.parse
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -48,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--origin_url",
-        default="",
-        help="serving API whose in-process cache is purged before Varnish (needs CLIFFHANGER_ADMIN_TOKEN)",
+        action="append",
+        default=[],
+        help="serving replica whose in-process cache is purged before Varnish (needs CLIFFHANGER_ADMIN_TOKEN); "
+        "several replicas: comma-separated and/or the flag repeated, every one is purged before the edge",
     )
     parser.add_argument("--fastly_service_id", default="")
     parser.add_argument("--fastly_base_url", default=FASTLY_BASE_URL)
@@ -61,13 +66,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def origin_urls(values: list[str]) -> tuple[str, ...]:
+    """--origin_url values (repeated and/or comma-separated) -> the replicas' URLs, in order, once each."""
+    return tuple(dict.fromkeys(u.strip() for v in values for u in v.split(",") if u.strip()))
+
+
 def target_specs(known: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[purge_targets.TargetSpec, ...]:
     """The purge targets the flags ask for; a parser error (exit 2) names a bad or incomplete one."""
+    origins = origin_urls(known.origin_url)
+    for url in origins:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            parser.error(f"--origin_url: {url!r} is not http(s)://host[:port] (one URL per serving replica)")
     specs = []
     for kind in [k.strip() for k in known.targets.split(",") if k.strip()]:
         try:
             if kind == purge_targets.VARNISH:
-                specs.append(purge_targets.varnish(known.varnish_url, origin_url=known.origin_url))
+                specs.append(purge_targets.varnish(known.varnish_url, origin_urls=origins))
             elif kind == purge_targets.FASTLY:
                 specs.append(purge_targets.fastly(known.fastly_service_id, known.fastly_base_url))
             elif kind == purge_targets.CLOUDFLARE:

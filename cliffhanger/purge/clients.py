@@ -227,8 +227,9 @@ class CloudflarePurger:
 
 
 class OriginCachePurger:
-    """The serving nodes' in-process answer cache: `POST /admin/purge {"keys": [...]}` with the admin
-    bearer token (CLIFFHANGER_ADMIN_TOKEN). Purged BEFORE the edge (see LayeredPurger)."""
+    """One serving replica's in-process answer cache: `POST /admin/purge {"keys": [...]}` with the admin
+    bearer token (CLIFFHANGER_ADMIN_TOKEN). Purged BEFORE the edge (see LayeredPurger); several replicas
+    through FanOutPurger."""
 
     name = "origin"
     max_keys = VARNISH_MAX_KEYS
@@ -247,6 +248,39 @@ class OriginCachePurger:
 
     def close(self) -> None:
         self._http.close()
+
+
+class FanOutPurger:
+    """The same keys to every serving replica's in-process answer cache (each replica holds its own).
+
+    Every replica is tried, in order, even after one failed (the others' caches are then already fresh);
+    then the first failure is raised, a non-retryable one before a retryable one, so the batch fails as
+    a whole and is retried (or dead-lettered) as for one origin. The purges are idempotent, so a retry
+    that purges the healthy replicas again is safe. Returns the sum of the replicas' counts."""
+
+    def __init__(self, purgers: Sequence[Purger]) -> None:
+        if not purgers:
+            raise ValueError("FanOutPurger needs at least one purger")
+        self._purgers = tuple(purgers)
+        self.name = self._purgers[0].name
+        self.max_keys = min(p.max_keys for p in self._purgers)
+        sizes = [p.max_header_bytes for p in self._purgers if p.max_header_bytes is not None]
+        self.max_header_bytes = min(sizes) if sizes else None
+
+    def purge(self, keys: Sequence[str]) -> int:
+        total, errors = 0, []
+        for purger in self._purgers:
+            try:
+                total += max(0, purger.purge(keys))
+            except PurgeError as exc:
+                errors.append(exc)
+        if errors:
+            raise min(errors, key=lambda e: e.retryable)  # False < True: a non-retryable one first
+        return total
+
+    def close(self) -> None:
+        for purger in self._purgers:
+            purger.close()
 
 
 class LayeredPurger:

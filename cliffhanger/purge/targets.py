@@ -14,6 +14,7 @@ Default pacing (client side; the server's 429 + Retry-After is the backstop):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from cliffhanger.purge.clients import (
     CLOUDFLARE_BASE_URL,
@@ -21,6 +22,7 @@ from cliffhanger.purge.clients import (
     FASTLY_BASE_URL,
     FASTLY_TOKEN_ENV,
     CloudflarePurger,
+    FanOutPurger,
     FastlyPurger,
     LayeredPurger,
     OriginCachePurger,
@@ -49,7 +51,7 @@ class TargetSpec:
     rate_per_s: float = 50.0
     burst: int = 50
     token_env: str = ""
-    origin_url: str = ""  # varnish only: serving's in-process cache, purged before the edge
+    origin_urls: tuple[str, ...] = ()  # varnish only: serving replicas' in-process caches, purged before the edge
 
     @property
     def name(self) -> str:
@@ -64,15 +66,18 @@ class TargetSpec:
             )
 
 
-def varnish(url: str, rate_per_s: float = 50.0, burst: int = 50, origin_url: str = "") -> TargetSpec:
-    """Varnish xkey purges; with `origin_url`, each batch first purges the serving API's own cache."""
+def varnish(url: str, rate_per_s: float = 50.0, burst: int = 50, origin_urls: Sequence[str] = ()) -> TargetSpec:
+    """Varnish xkey purges; with `origin_urls` (one per serving replica behind this Varnish), each batch
+    first purges every replica's own answer cache."""
+    if isinstance(origin_urls, str):
+        raise TypeError("origin_urls is a sequence of URLs, not one string")
     return TargetSpec(
         VARNISH,
         url,
         rate_per_s=rate_per_s,
         burst=burst,
-        token_env=ADMIN_TOKEN_ENV if origin_url else "",
-        origin_url=origin_url,
+        token_env=ADMIN_TOKEN_ENV if origin_urls else "",
+        origin_urls=tuple(origin_urls),
     )
 
 
@@ -92,10 +97,11 @@ def cloudflare(zone_id: str, base_url: str = CLOUDFLARE_BASE_URL, plan: str = "p
 def build_purger(spec: TargetSpec) -> Purger:
     """The client for a spec; reads the token from the environment (MissingTokenError if unset)."""
     if spec.kind == VARNISH:
-        if spec.origin_url:
-            return LayeredPurger(
-                OriginCachePurger(spec.origin_url, token_from_env(spec.token_env)), VarnishPurger(spec.url)
-            )
+        if spec.origin_urls:
+            token = token_from_env(spec.token_env)
+            origins = [OriginCachePurger(url, token) for url in spec.origin_urls]
+            inner = origins[0] if len(origins) == 1 else FanOutPurger(origins)
+            return LayeredPurger(inner, VarnishPurger(spec.url))
         return VarnishPurger(spec.url)
     if spec.kind == FASTLY:
         return FastlyPurger(spec.account, token_from_env(spec.token_env), spec.url)
