@@ -7,12 +7,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cliffhanger.config import Settings
 from cliffhanger.localstack import emulators, provision
 from cliffhanger.localstack.process import LocalStackError, ManagedProcess, free_port, wait_for_port_release
-from cliffhanger.localstack.varnish import DEFAULT_VCL, Varnish
+from cliffhanger.localstack.varnish import DEFAULT_VCL, HASH, Varnish
 
 SERVICES = ("bigtable", "pubsub")
 
@@ -194,9 +195,15 @@ class LocalStack:
         self._provision(service)
 
     def start_varnish(
-        self, backend: str, listen_port: int | None = None, admin_port: int | None = None, vcl: Path = DEFAULT_VCL
+        self,
+        backend: str | Sequence[str],
+        listen_port: int | None = None,
+        admin_port: int | None = None,
+        vcl: Path = DEFAULT_VCL,
+        director: str = HASH,
     ) -> Varnish:
-        """Start Varnish in front of `backend` (host:port), with its work dir under this stack's."""
+        """Start Varnish in front of `backend` (host:port, or several: serving replicas behind a
+        `director`, see cliffhanger.localstack.varnish), with its work dir under this stack's."""
         if self.varnish is not None:
             raise LocalStackError("Varnish is already running in this stack")
         varnish = Varnish(
@@ -206,6 +213,7 @@ class LocalStack:
             vcl=vcl,
             workdir=self.workdir / "varnish",
             die_with_parent=self.die_with_parent,
+            director=director,
         )
         varnish.start()
         self.varnish = varnish

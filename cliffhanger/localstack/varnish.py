@@ -1,9 +1,19 @@
-"""Run varnishd (the edge cache) locally with the repo's VCL in front of a given backend.
+"""Run varnishd (the edge cache) locally with the repo's VCL in front of one or several backends.
 
 The VCL (infra/varnish/default.vcl) declares its backend with two marked lines; `render_vcl` puts
 the backend host/port into a copy under the work dir, so the committed file stays valid VCL that
 `varnishd -C -f` can check on its own. Purging is the VCL's job (PURGE + `xkey-purge` header);
 `Varnish.purge` only sends that request.
+
+Several backends (serving replicas, `python -m serving --replicas N`): the `backend default` block is
+rendered once per replica (`replica0`, `replica1`, ...; each health-probed on /readyz, so a replica
+that is down or still loading gets no requests) and a `directors` vmod director (built into Varnish)
+picks one in a `vcl_recv` placed before the VCL's own, which then runs unchanged:
+  hash         (default) by the user id segment of /v1/users/<id>/... (any other URL: by URL), so a
+               viewer's requests reach the same replica and its in-process caches (answers, last-known
+               features); measured against round_robin in README "Running several replicas".
+  round_robin  replicas in turn.
+With one backend the output is the committed VCL with only its host/port lines changed.
 
 Install: `apt-get install -y varnish varnish-modules` (Varnish 7.1 + the xkey vmod on Debian 12).
 """
@@ -15,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from cliffhanger.localstack.process import LocalStackError, ManagedProcess, free_port, port_in_use
@@ -27,17 +38,81 @@ APT_HINT = "Install it with `apt-get install -y varnish varnish-modules` (xkey i
 
 _HOST_LINE = re.compile(r'(\.host\s*=\s*)"[^"]*"(;\s*#\s*@backend-host)')
 _PORT_LINE = re.compile(r'(\.port\s*=\s*)"[^"]*"(;\s*#\s*@backend-port)')
+_BACKEND_BLOCK = re.compile(r"^backend default \{\n.*?^\}\n", re.M | re.S)
+HASH, ROUND_ROBIN = "hash", "round_robin"
+DIRECTORS = (HASH, ROUND_ROBIN)
+_PICK = {
+    HASH: 'replicas.backend(regsub(req.url, "^/v1/users/([^/?]+).*$", "\\1"))',
+    ROUND_ROBIN: "replicas.backend()",
+}
+_PROBE = """probe replica_ready {
+    # A replica answers /readyz 200 once its bundle and catalog are loaded; down or loading = no traffic.
+    .url = "/readyz";
+    .interval = 1s;
+    .timeout = 1s;
+    .window = 3;
+    .threshold = 2;
+    .initial = 2;
+}
+"""
 
 
-def render_vcl(text: str, backend_host: str, backend_port: int) -> str:
-    """The VCL with its marked backend .host/.port lines set; LocalStackError if the markers are gone."""
-    out, n_host = _HOST_LINE.subn(lambda m: f'{m[1]}"{backend_host}"{m[2]}', text)
-    out, n_port = _PORT_LINE.subn(lambda m: f'{m[1]}"{backend_port}"{m[2]}', out)
+def _set_backend(text: str, host: str, port: int) -> str:
+    out, n_host = _HOST_LINE.subn(lambda m: f'{m[1]}"{host}"{m[2]}', text)
+    out, n_port = _PORT_LINE.subn(lambda m: f'{m[1]}"{port}"{m[2]}', out)
     if n_host != 1 or n_port != 1:
         raise LocalStackError(
             'the VCL must declare its backend with exactly one `.host = "..."; # @backend-host` line and one '
             f'`.port = "..."; # @backend-port` line (found {n_host} and {n_port})'
         )
+    return out
+
+
+def render_vcl(text: str, backends: Sequence[tuple[str, int]], director: str = HASH) -> str:
+    """The VCL for `backends` [(host, port), ...]: one backend = its marked .host/.port lines set; several
+    = one declaration each behind a `director` (see the module doc). LocalStackError if the markers,
+    or the `backend default { ... }` block several backends are copied from, are gone."""
+    if not backends:
+        raise LocalStackError("Varnish needs at least one backend")
+    if director not in DIRECTORS:
+        raise LocalStackError(f"Varnish director must be one of {', '.join(DIRECTORS)}, got {director!r}")
+    one = _set_backend(text, *backends[0])
+    if len(backends) == 1:
+        return one
+    block = _BACKEND_BLOCK.search(text)
+    if block is None or "@backend-host" not in block[0]:
+        raise LocalStackError(
+            "for several backends the VCL must declare `backend default { ... }` with the marked lines"
+        )
+    declared = [
+        _set_backend(block[0], host, port)
+        .replace("backend default {", f"backend replica{i} {{", 1)
+        .replace("\n}\n", "\n    .probe = replica_ready;\n}\n")
+        for i, (host, port) in enumerate(backends)
+    ]
+    weight = ", 1.0" if director == HASH else ""
+    adds = "".join(f"    replicas.add_backend(replica{i}{weight});\n" for i in range(len(backends)))
+    generated = (
+        f"# {len(backends)} serving replicas behind a {director} director (cliffhanger.localstack.varnish).\n"
+        f"import directors;\n\n{_PROBE}\n"
+        + "\n".join(declared)
+        + f"\nsub vcl_init {{\n    new replicas = directors.{director}();\n{adds}}}\n\n"
+        + f"sub vcl_recv {{\n    set req.backend_hint = {_PICK[director]};\n}}\n"
+    )
+    return text[: block.start()] + generated + text[block.end() :]
+
+
+def parse_backends(backend: str | Sequence[str]) -> list[tuple[str, int]]:
+    """ "h:p", "h:p,h:p" or ["h:p", ...] -> [(host, port), ...]; LocalStackError names a malformed one."""
+    items = backend.split(",") if isinstance(backend, str) else list(backend)
+    out = []
+    for item in (i.strip() for i in items):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise LocalStackError(f"Varnish backend must be host:port, got {item!r}")
+        out.append((host, int(port)))
+    if not out:
+        raise LocalStackError("Varnish needs at least one backend (host:port)")
     return out
 
 
@@ -57,18 +132,19 @@ class Varnish:
 
     def __init__(
         self,
-        backend: str = "127.0.0.1:8080",
+        backend: str | Sequence[str] = "127.0.0.1:8080",
         listen_port: int | None = None,
         admin_port: int | None = None,
         vcl: Path = DEFAULT_VCL,
         workdir: Path | None = None,
         storage: str = "malloc,64m",
         die_with_parent: bool = True,
+        director: str = HASH,
     ) -> None:
-        host, _, port = backend.rpartition(":")
-        if not host or not port.isdigit():
-            raise LocalStackError(f"Varnish backend must be host:port, got {backend!r}")
-        self.backend_host, self.backend_port = host, int(port)
+        self.backends = parse_backends(backend)
+        if director not in DIRECTORS:
+            raise LocalStackError(f"Varnish director must be one of {', '.join(DIRECTORS)}, got {director!r}")
+        self.director = director
         self.listen_port = listen_port if listen_port is not None else free_port()
         self.admin_port = admin_port if admin_port is not None else free_port()
         self.vcl = Path(vcl)
@@ -97,7 +173,7 @@ class Varnish:
                 )
         self.workdir.mkdir(parents=True, exist_ok=True)
         rendered = self.workdir / "default.vcl"
-        rendered.write_text(render_vcl(self.vcl.read_text(), self.backend_host, self.backend_port))
+        rendered.write_text(render_vcl(self.vcl.read_text(), self.backends, self.director))
         argv = [
             varnishd,
             "-F",  # foreground: our child is the manager process, its group holds the worker

@@ -22,7 +22,10 @@
 # feature change must not flush the media cache (their only tag is media-<episode>, for takedowns).
 #
 # Local runs: cliffhanger.localstack.varnish rewrites the two marked backend lines below; keep the
-# `# @backend-host` / `# @backend-port` markers. Check syntax alone: varnishd -C -f default.vcl
+# `# @backend-host` / `# @backend-port` markers. For several serving replicas it copies the
+# `backend default` block once per replica (health-probed) and adds a `directors` director that
+# vcl_recv uses (by the user id in the URL: a viewer stays on one replica). Check syntax alone:
+# varnishd -C -f default.vcl
 vcl 4.1;
 
 import std;
