@@ -1,4 +1,6 @@
 """`python -m serving --port 8080`: one uvicorn process serving create_app(ServingSettings.from_env()).
+`python -m serving --replicas N --port 8080`: N such processes on ports 8080..8080+N-1, each with its
+own replica id and Pub/Sub subscriptions, supervised by this one (serving/supervisor.py).
 
 The access log is off: request paths carry user ids, and logs must not (STYLE: ids only as keyed hashes).
 
@@ -12,11 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import sys
 
 import uvicorn
 
-from serving.app import create_app
-from serving.settings import ServingSettings
+from serving import supervisor
+from serving.settings import ServingConfigError, ServingSettings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,8 +27,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="serving processes on ports --port.. (one per core; behind Varnish)"
+    )
     args = parser.parse_args(argv)
+    if args.replicas != 1:
+        try:
+            code = supervisor.run(args.replicas, args.host, args.port, args.log_level)
+        except ServingConfigError as exc:
+            parser.error(str(exc))
+        sys.exit(code)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.app import create_app  # not in a --replicas parent: it only supervises
+
     app = create_app(ServingSettings.from_env())
     loop, http = server_stack()
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level=args.log_level, loop=loop, http=http)
