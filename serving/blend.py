@@ -10,8 +10,14 @@ Sources (each a best-first list of (episode_id, source_score)):
 short source's unused share goes to the longer ones, and an episode two sources propose belongs to
 the shorter, more specific one), then orders the pool by each item's slot key (j + 0.5) / ratio, a
 smooth interleave of sources by ratio: that order is what the "ranker failed -> retrieval order" rung
-serves. A source may be pairs or two columns (ids, scores: the parsed candidate list); the long
-retrieval list is taken with C-speed scans and the order is one numpy lexsort.
+serves. A source may be pairs or two columns (ids, scores: the parsed candidate list).
+
+Candidates are rows of an index (serving.rerank.EpisodeTable on the request path: the catalog's rows,
+which the reranker gathers its features by), so taking, de-duplicating and ordering are numpy
+operations on integers: one dict pass maps the retrieval list's ids to rows, and no per-candidate
+Python runs after it (blend was ~9% of a loaded server's CPU with sets and lists of ids). Ids the
+index does not know (not in the catalog: never servable) are left out and counted (`Pool.unknown`).
+Without an index (tests, offline callers) the ids of the sources themselves are the universe.
 
 The ranker's `retrieval_score` column comes from the retrieval list; candidates only another source
 proposed get that list's minimum score (neutral-low), so they win on the other columns, not on it.
@@ -20,6 +26,7 @@ proposed get that list's minimum score (neutral-low), so they win on the other c
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
@@ -28,33 +35,80 @@ import numpy as np
 from cliffhanger.catalog import Catalog
 
 TWO_TOWER, CONTINUE_WATCHING, TRENDING = "two_tower", "continue_watching", "trending"
+_NO_ROWS = np.zeros(0, dtype=np.intp)
 
 
 class Candidate(NamedTuple):
-    """One pool entry, as a view: the hot path works on Pool's parallel lists instead."""
+    """One pool entry, as a view: the hot path works on Pool's columns instead."""
 
     episode_id: str
     source: str
     retrieval_score: float
 
 
+class RowIndex(Protocol):
+    """Episode id -> row (serving.rerank.EpisodeTable is one): `episode_ids[row]` is the id back,
+    rows >= `unknown` stand for ids the index does not know."""
+
+    episode_ids: Sequence[str]
+    unknown: int
+
+    def rows(self, episode_ids: Sequence[str]) -> np.ndarray: ...
+
+
+class _LocalIndex:
+    """A RowIndex over the ids it is given (in first-seen order): blend without a catalog."""
+
+    def __init__(self, id_lists: Sequence[Sequence[str]]) -> None:
+        self.index: dict[str, int] = {}
+        for e in itertools.chain.from_iterable(id_lists):
+            self.index.setdefault(e, len(self.index))
+        self.episode_ids = list(self.index)
+        self.unknown = len(self.episode_ids)
+
+    def rows(self, episode_ids: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self.index.__getitem__, episode_ids), np.intp, len(episode_ids))
+
+
 @dataclasses.dataclass(slots=True)
 class Pool:
-    """The blended candidates as parallel columns: no per-candidate object is built on the request path
-    (500 small objects per request were ~10% of a loaded server's CPU in a py-spy profile)."""
+    """The blended candidates as columns: `rows` of `index` (an id is `index.episode_ids[row]`), each
+    one's source (`names[source_codes[i]]`) and retrieval score. No per-candidate object is built on
+    the request path (500 small objects per request were ~10% of a loaded server's CPU)."""
 
-    episode_ids: list[str]
-    sources: list[str]
-    retrieval_scores: np.ndarray  # float64, aligned with episode_ids
+    rows: np.ndarray  # intp, rows of `index`
+    source_codes: np.ndarray  # intp, positions in `names`
+    names: tuple[str, ...]
+    retrieval_scores: np.ndarray  # float64, aligned with rows
+    index: RowIndex
+    unknown: int = 0  # candidates left out: ids the index does not know
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate]) -> Pool:
+        """A pool of these candidates in this order (repeats kept): tests and offline callers."""
+        index = _LocalIndex([[c[0] for c in candidates]])
+        names = tuple(dict.fromkeys(c[1] for c in candidates))
+        code = {n: i for i, n in enumerate(names)}
         return cls(
-            [c[0] for c in candidates], [c[1] for c in candidates], np.asarray([c[2] for c in candidates], np.float64)
+            index.rows([c[0] for c in candidates]),
+            np.asarray([code[c[1]] for c in candidates], dtype=np.intp),
+            names,
+            np.asarray([c[2] for c in candidates], np.float64),
+            index,
         )
 
+    @property
+    def episode_ids(self) -> list[str]:
+        ids = self.index.episode_ids
+        return [ids[r] for r in self.rows.tolist()]
+
+    @property
+    def sources(self) -> list[str]:
+        names = self.names
+        return [names[c] for c in self.source_codes.tolist()]
+
     def __len__(self) -> int:
-        return len(self.episode_ids)
+        return len(self.rows)
 
     def __iter__(self) -> Iterator[Candidate]:
         return map(Candidate, self.episode_ids, self.sources, self.retrieval_scores.tolist())
@@ -64,9 +118,14 @@ class Pool:
             return list(map(Candidate, self.episode_ids[i], self.sources[i], self.retrieval_scores[i].tolist()))
         return Candidate(self.episode_ids[i], self.sources[i], float(self.retrieval_scores[i]))
 
+    def rows_in(self, index: RowIndex) -> np.ndarray:
+        """This pool's candidates as rows of `index` (its own rows when it is the pool's index)."""
+        return self.rows if index is self.index else index.rows(self.episode_ids)
+
     def relabel(self, old: str, new: str) -> Pool:
         """The same pool with source `old` renamed `new` (a fallback list standing in for two-tower)."""
-        return Pool(self.episode_ids, [new if s == old else s for s in self.sources], self.retrieval_scores)
+        names = tuple(new if n == old else n for n in self.names)
+        return dataclasses.replace(self, names=names)
 
 
 class Columns(Protocol):
@@ -79,33 +138,22 @@ class Columns(Protocol):
 SourceItems = Sequence[tuple[str, float]] | Columns
 
 
-def _columns(items: SourceItems) -> tuple[list[str], np.ndarray]:
+def _columns(items: SourceItems) -> tuple[Sequence[str], np.ndarray]:
     if hasattr(items, "ids"):
-        return list(items.ids), np.asarray(items.scores, dtype=np.float64)
+        return items.ids, np.asarray(items.scores, dtype=np.float64)
     return [e for e, _ in items], np.asarray([x for _, x in items], dtype=np.float64)
 
 
-def _take(ids: list[str], quota: int, seen: set[str]) -> tuple[list[int] | slice, list[str]]:
-    """(positions, ids) of the first `quota` ids not in `seen` and not repeated, in order; adds them to
-    `seen`. A source without repeats (the retrieval list) takes no per-item Python loop."""
-    if len(set(ids)) == len(ids):  # no repeats: C-speed scans and comprehensions
-        if seen.isdisjoint(ids):
-            taken = ids[:quota]
-            seen.update(taken)
-            return slice(0, len(taken)), taken
-        positions = [i for i, eid in enumerate(ids) if eid not in seen][:quota]
-        taken = [ids[i] for i in positions]
-        seen.update(taken)
-        return positions, taken
-    positions, taken = [], []
-    for i, eid in enumerate(ids):
-        if len(taken) >= quota:
-            break
-        if eid not in seen:
-            seen.add(eid)
-            positions.append(i)
-            taken.append(eid)
-    return positions, taken
+def _firsts(rows: np.ndarray, size: int) -> np.ndarray | None:
+    """Positions of each row's first occurrence, in order; None when no row repeats (the usual case:
+    a retrieval list has no repeats, checked with one scatter instead of a sort)."""
+    if len(rows) < 2:
+        return None
+    mark = np.zeros(size, dtype=bool)
+    mark[rows] = True
+    if np.count_nonzero(mark) == len(rows):
+        return None
+    return np.sort(np.unique(rows, return_index=True)[1])
 
 
 def blend(
@@ -113,38 +161,65 @@ def blend(
     ratios: Mapping[str, float],
     pool_size: int,
     retrieval_source: str = TWO_TOWER,
+    index: RowIndex | None = None,
 ) -> Pool:
     cols = {name: _columns(items) for name, items in sources.items()}
-    r_ids, r_scores = cols.get(retrieval_source, ([], np.zeros(0)))
+    if index is None:
+        index = _LocalIndex([ids for ids, _ in cols.values()])
+    size, unknown = index.unknown + 1, 0
+    rows_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (ids, scores) in cols.items():
+        if not len(ids):
+            continue
+        rows = index.rows(ids)
+        if rows.max() >= index.unknown:  # not in the catalog: never servable, left out here
+            known = rows < index.unknown
+            unknown += len(rows) - int(np.count_nonzero(known))
+            rows, scores = rows[known], scores[known]
+        rows_of[name] = (rows, scores)
+    r_rows, r_scores = rows_of.get(retrieval_source, (_NO_ROWS, np.zeros(0)))
     floor = float(r_scores.min()) if len(r_scores) else 0.0
     # Shortest sources first: they claim shared episodes and pass their unused quota on.
-    names = sorted((n for n, (ids, _) in cols.items() if ids and ratios.get(n, 0.0) > 0), key=lambda n: len(cols[n][0]))
+    names = sorted(
+        (n for n, (rows, _) in rows_of.items() if len(rows) and ratios.get(n, 0.0) > 0),
+        key=lambda n: len(rows_of[n][0]),
+    )
     left, ratio_left = pool_size, sum(ratios[n] for n in names)
-    seen: set[str] = set()
-    ids_parts, slot_parts, rank_parts, score_parts, names_out = [], [], [], [], []
-    by_id: dict[str, float] | None = None  # retrieval score by episode, built only if another source needs it
-    for rank_, name in enumerate(names):
-        ids, scores = cols[name]
-        quota = left if rank_ == len(names) - 1 else round(left * ratios[name] / ratio_left)
-        positions, taken = _take(ids, quota, seen)
-        ids_parts.append(taken)
+    seen = np.zeros(size, dtype=bool)
+    row_parts, slot_parts, code_parts, score_parts = [], [], [], []
+    for code, name in enumerate(names):
+        rows, scores = rows_of[name]
+        quota = left if code == len(names) - 1 else round(left * ratios[name] / ratio_left)
+        firsts = _firsts(rows, size)  # None: no repeats, every position is a first occurrence
+        positions = np.flatnonzero(~seen[rows]) if firsts is None else firsts[~seen[rows[firsts]]]
+        positions = positions[:quota]
+        taken = rows[positions]
+        seen[taken] = True
+        row_parts.append(taken)
         slot_parts.append((np.arange(len(taken)) + 0.5) / ratios[name])  # slot key: interleave by ratio
-        rank_parts.append(np.full(len(taken), rank_))
-        names_out.append(name)
+        code_parts.append(np.full(len(taken), code, dtype=np.intp))
         if name == retrieval_source:
             score_parts.append(scores[positions])
+        elif len(taken) and len(r_rows):  # a repeat in the retrieval list keeps its first (best) score
+            match = r_rows == taken[:, None]  # [taken, retrieval list]: other sources are short
+            score_parts.append(np.where(match.any(axis=1), r_scores[match.argmax(axis=1)], floor))
         else:
-            if by_id is None:
-                by_id = dict(zip(r_ids[::-1], r_scores[::-1].tolist(), strict=True))  # a repeat: its best
-            score_parts.append(np.asarray([by_id.get(e, floor) for e in taken], dtype=np.float64))
+            score_parts.append(np.full(len(taken), floor))
         left -= len(taken)
         ratio_left -= ratios[name]
-    if not ids_parts:
-        return Pool([], [], np.zeros(0))
-    order = np.lexsort((np.concatenate(rank_parts), np.concatenate(slot_parts))).tolist()
-    all_ids = [e for part in ids_parts for e in part]
-    all_sources = [n for n, part in zip(names_out, ids_parts, strict=True) for _ in part]
-    return Pool([all_ids[i] for i in order], [all_sources[i] for i in order], np.concatenate(score_parts)[order])
+    if not row_parts:
+        return Pool(_NO_ROWS, _NO_ROWS, (), np.zeros(0), index, unknown)
+    # Parts are in source order and each part's slots increase, so a stable sort on the slot key alone
+    # breaks ties between sources by their order (shortest first).
+    order = np.argsort(np.concatenate(slot_parts), kind="stable")
+    return Pool(
+        np.concatenate(row_parts)[order],
+        np.concatenate(code_parts)[order],
+        tuple(names),
+        np.concatenate(score_parts)[order],
+        index,
+        unknown,
+    )
 
 
 def continue_watching_items(cw: Mapping[str, Mapping], catalog: Catalog) -> list[tuple[str, float]]:

@@ -8,6 +8,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
 
 
+class _Children(dict):
+    """A labelled metric's children by label value(s), made once: `labels()` costs a few microseconds
+    (lock, tuple, dict) and the request path calls it about ten times."""
+
+    def __init__(self, metric) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key):
+        child = self[key] = self.metric.labels(*key) if isinstance(key, tuple) else self.metric.labels(key)
+        return child
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -62,9 +75,12 @@ class Metrics:
         )
         self._served = 0
         self._lookups = 0
+        # request-path children: stages["blend"], answers[(rung, ranking)], cache_results["hit"]
+        self.stages, self.answers = _Children(self.stage), _Children(self.responses)
+        self.cache_results = _Children(self.cache)
 
     def cache_lookup(self, result: str) -> None:
-        self.cache.labels(result).inc()
+        self.cache_results[result].inc()
         self._lookups += 1
         if result in ("hit", "stale", "coalesced"):
             self._served += 1

@@ -138,18 +138,18 @@ class Recommender:
             raise NotReady("no model bundle loaded yet")
         now_ms = self.wall_ms()
         fallbacks: list[str] = []
-        stage = self.metrics.stage
+        stage = self.metrics.stages
 
         row, stale = await self._user_row(req.user_id, deadline, fallbacks)
         t = time.perf_counter()
-        stage.labels("feature_read").observe(t - start)
+        stage["feature_read"].observe(t - start)
         u = row.values.get("u") if row is not None else None
         cw = row.values.get("cw", {}) if row is not None else {}
         done = row.values.get("done", {}) if row is not None else {}
 
         rung, retrieval = await self._candidates(req, bundle, row, stale, deadline, fallbacks)
         t2 = time.perf_counter()
-        stage.labels("retrieval").observe(t2 - t)
+        stage["retrieval"].observe(t2 - t)
 
         cohort_row = self.shared.row(rowkeys.cohort_key(req.country, req.device))
         trending = cohort_row.get("i", "trending_series", []) if cohort_row is not None else []
@@ -159,17 +159,18 @@ class Recommender:
             blend_mod.CONTINUE_WATCHING: blend_mod.continue_watching_items(cw, self.catalog) if cw else [],
             blend_mod.TRENDING: blend_mod.trending_items(trending, cw, self.catalog) if trending else [],
         }
-        pool = blend_mod.blend(sources, self.s.blend, self.s.candidates)
+        episodes = self.episodes  # read once: blend's rows are the rows the reranker gathers by
+        pool = blend_mod.blend(sources, self.s.blend, self.s.candidates, index=episodes)
         if rung in ("segment", "popularity", "catalog_default"):  # the list stands in for two-tower
             pool = pool.relabel(blend_mod.TWO_TOWER, rung)
         t3 = time.perf_counter()
-        stage.labels("blend").observe(t3 - t2)
+        stage["blend"].observe(t3 - t2)
 
-        ranked, ranking, item_cover, top = self._rerank(bundle, pool, u, cw, req, fallbacks)
+        ranked, ranking, item_cover, top = self._rerank(bundle, episodes, pool, u, cw, fallbacks)
         t4 = time.perf_counter()
-        stage.labels("rerank").observe(t4 - t3)
+        stage["rerank"].observe(t4 - t3)
 
-        stats = rules.RuleStats()
+        stats = rules.RuleStats(unknown=pool.unknown)  # blend leaves out ids the catalog does not know
         nxt = None
         if req.context == "episode_end" and req.episode_id:
             nxt = rules.next_episode_to_watch(self.catalog, req.episode_id, done, req.country, now_ms)
@@ -186,13 +187,13 @@ class Recommender:
             stats=stats,
             entry_points=cw,
         )
-        picks = [dataclasses.replace(p, reason=REASONS.get(p.reason, p.reason)) for p in picks]
-        for name, count in dataclasses.asdict(stats).items():
+        picks = [rules.Pick(*p[:4], REASONS.get(p.reason, p.reason)) for p in picks]
+        for name, count in vars(stats).items():
             if count:
                 self.metrics.rule_drops.labels(name).inc(count)
         end = time.perf_counter()
-        stage.labels("rules").observe(end - t4)
-        stage.labels("recommend").observe(end - start)
+        stage["rules"].observe(end - t4)
+        stage["recommend"].observe(end - start)
 
         feature_ts = row.newest_ms("u") if row is not None else 0
         shared_age = self.shared.age_ms()
@@ -206,15 +207,16 @@ class Recommender:
         }
         for reason in fallbacks:
             self.metrics.fallbacks.labels(reason).inc()
-        self.metrics.responses.labels(rung, ranking).inc()
+        self.metrics.answers[rung, ranking].inc()
         return Recommendation(picks, rung, ranking, fallbacks, bundle.version, freshness, (req.country, req.device))
 
     async def _user_row(self, user_id: str, deadline: float, fallbacks: list[str]) -> tuple[FeatureRow | None, bool]:
         """(row or None, stale). None + not stale = an unknown user."""
         key = rowkeys.user_key(user_id)
         timeout = min(self.s.feature_timeout_ms / 1000, max(0.001, deadline - time.perf_counter()))
-        try:  # on the event loop (grpc.aio, hard deadline); wait_for is the backstop if the channel hangs
-            rows = await asyncio.wait_for(self.store.read_async([key], timeout), timeout + 0.005)
+        try:  # on the event loop (grpc.aio, hard deadline); the timeout is the backstop if the channel hangs
+            async with asyncio.timeout(timeout + 0.005):  # no task per request, unlike wait_for
+                rows = await self.store.read_async([key], timeout)
         except Exception as exc:  # any read failure degrades to the last known row; counted per reason
             fallbacks.append("feature_read_timeout" if _is_timeout(exc) else "feature_read_error")
             last = self.last_known.get(self.user_hash(user_id))
@@ -314,12 +316,17 @@ class Recommender:
         return out
 
     def _rerank(
-        self, bundle: ServingBundle, pool: blend_mod.Pool, u: Any, cw: dict, req: RecRequest, fallbacks: list[str]
+        self,
+        bundle: ServingBundle,
+        episodes: rerank.EpisodeTable,
+        pool: blend_mod.Pool,
+        u: Any,
+        cw: dict,
+        fallbacks: list[str],
     ) -> tuple[Iterable[rules.Ranked], str, float, float]:
         """(ranked candidates, ranking, item-feature coverage, top score)."""
-        episodes = self.episodes
-        rows = episodes.rows(pool.episode_ids)  # the one per-candidate dict pass
-        stats, known = self.shared.item_stats_by_table(episodes, rows, pool.episode_ids)
+        rows = pool.rows_in(episodes)  # blend's own rows: no second pass over ids
+        stats, known = self.shared.item_stats_by_table(episodes, rows)
         cover = float(known.mean()) if len(pool) else 1.0
         try:  # the trainer's mapping (models.ranker_features): ctx_* columns come from cw, as in training
             X = rerank.feature_matrix(pool, user_u=u, user_cw=cw, episodes=episodes, item_stats=stats, rows=rows)

@@ -17,7 +17,8 @@ A spec with a column not in MICRODRAMA_FEATURES is refused at bundle load (`chec
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -79,9 +80,9 @@ class EpisodeTable:
 
     def rows(self, episode_ids: Sequence[str]) -> np.ndarray:
         """Table rows of these episodes (`unknown` for one the catalog does not have): THE per-candidate
-        dict pass of a request; the catalog columns and the item stats are both gathered by these rows."""
-        get, unknown = self.index.get, self.unknown
-        return np.asarray([get(e, unknown) for e in episode_ids], dtype=np.intp)  # 2x a genexpr's speed
+        dict pass of a request (serving.blend maps the retrieval list with it); the catalog columns and
+        the item stats are then gathered by these rows."""
+        return np.fromiter(map(self.index.get, episode_ids, repeat(self.unknown)), np.intp, len(episode_ids))
 
     def item_rows(self, version: int, index: Mapping[str, int]) -> np.ndarray:
         """[episodes + 1]: each table row's row in serving.shared.ItemStats (0 = not read yet), rebuilt
@@ -92,22 +93,15 @@ class EpisodeTable:
             self._item_rows = (version, mapping)
         return self._item_rows[1]
 
-    def columns(
-        self,
-        episode_ids: Sequence[str],
-        retrieval_scores: Sequence[float],
-        item_stats: np.ndarray,
-        rows: np.ndarray | None = None,
-    ) -> CandidateColumns:
-        """item_stats: [n, len(ITEM_COLUMNS)] float32 for these episodes (zeros where unknown); rows:
-        `self.rows(episode_ids)` when the caller already has them."""
-        rows = self.rows(episode_ids) if rows is None else rows
+    def columns(self, rows: np.ndarray, retrieval_scores: Sequence[float], item_stats: np.ndarray) -> CandidateColumns:
+        """The candidates at these table `rows` (`rows(episode_ids)`, or a pool's); item_stats:
+        [n, len(ITEM_COLUMNS)] float32 for them (zeros where unknown)."""
         return CandidateColumns(
             series_ids=self.series_ids[rows].tolist(),
             episode_numbers=self.episode_numbers[rows],
             genre_weights=self.genre_weights[rows],
             retrieval_scores=np.asarray(retrieval_scores, dtype=np.float32),
-            item_stats=np.asarray(item_stats, dtype=np.float32).reshape(len(episode_ids), len(ITEM_COLUMNS)),
+            item_stats=np.asarray(item_stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS)),
         )
 
 
@@ -122,25 +116,30 @@ def feature_matrix(
     rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """[len(pool), spec.n_features] float32. Items without features have zero stats (the caller counts them).
-    rows: `episodes.rows(pool.episode_ids)`, when the caller already has them."""
-    return ranker_matrix_columns(
-        user_u, user_cw, episodes.columns(pool.episode_ids, pool.retrieval_scores, item_stats, rows), spec
-    )
+    rows: `pool.rows_in(episodes)`, when the caller already has them."""
+    rows = pool.rows_in(episodes) if rows is None else rows
+    cols = episodes.columns(rows, pool.retrieval_scores, item_stats)
+    return ranker_matrix_columns(user_u, user_cw, cols, spec)
 
 
 def rank(pool: Pool, scores: np.ndarray) -> Iterator[Ranked]:
     """Candidates by descending score (ties keep pool order), lazily: the rules usually stop after a few
-    dozen, so the other ~450 Ranked objects are never built."""
+    dozen, so the other ~450 Ranked objects (and their ids) are never built."""
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     if scores.shape[0] != len(pool) or not np.all(np.isfinite(scores)):
         raise ValueError(
             f"ranker returned {scores.shape[0]} scores (finite: {np.isfinite(scores).all()}) for {len(pool)} candidates"
         )
     order = np.argsort(-scores, kind="stable").tolist()
-    values, ids, sources = scores.tolist(), pool.episode_ids, pool.sources
-    return (Ranked(ids[i], values[i], sources[i]) for i in order)
+    return _ranked(pool, order, scores.tolist())
 
 
 def retrieval_order(pool: Pool) -> Iterator[Ranked]:
     """The degraded rung: pool order, scored by retrieval score."""
-    return map(Ranked, pool.episode_ids, pool.retrieval_scores.tolist(), pool.sources)
+    return _ranked(pool, range(len(pool)), pool.retrieval_scores.tolist())
+
+
+def _ranked(pool: Pool, order: Iterable[int], values: Sequence[float]) -> Iterator[Ranked]:
+    ids, names = pool.index.episode_ids, pool.names
+    rows, codes = pool.rows.tolist(), pool.source_codes.tolist()
+    return (Ranked(ids[rows[i]], values[i], names[codes[i]]) for i in order)

@@ -10,7 +10,7 @@ per-process copy refreshed every `ttl_s` is both cheaper and as fresh as the pip
     shared.track(keys)                 # rows to keep fresh (all catalog episodes, segments, cohorts)
     task = shared.start()              # background refresher
     shared.row(key) -> FeatureRow | None       # never blocks; unknown keys are tracked and fetched soon
-    stats, known = shared.item_stats_by_table(table, rows, ids)  # [n, 3] float32, ITEM_COLUMNS order
+    stats, known = shared.item_stats_by_table(table, rows)  # [n, 3] float32, ITEM_COLUMNS order
 
 Failures of the refresher are counted (`cliffhanger_shared_rows_refresh_total{result="error"}`) and
 the previous values stay (served stale; `age_ms()` tells by how much).
@@ -124,13 +124,14 @@ class SharedRows(BackgroundLoop):
             self.track([key])
         return self._rows.get(key)
 
-    def item_stats_by_table(self, table, rows: np.ndarray, episode_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(stats [n, len(ITEM_COLUMNS)] float32, known [n] bool) for candidates whose EpisodeTable rows the
-        caller already has (no second dict pass); stats of unknown ones are zeros, and they are tracked for
-        the next refresh."""
+    def item_stats_by_table(self, table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(stats [n, len(ITEM_COLUMNS)] float32, known [n] bool) for candidates at these EpisodeTable
+        rows (no second dict pass); stats of unknown ones are zeros, and they are tracked for the next
+        refresh (rows the table does not know have no episode to track)."""
         stats, known = self._items.gather(self._items.rows_of(table)[rows])
         if not known.all():
-            self.track_episodes(e for e, k in zip(episode_ids, known.tolist(), strict=True) if not k)
+            ids = table.episode_ids
+            self.track_episodes(ids[r] for r in rows[~known].tolist() if r < table.unknown)
         return stats, known
 
     def put_item(self, episode_id: str, i_values: Mapping[str, Any]) -> None:

@@ -131,3 +131,22 @@ def test_columnar_blend_matches_the_reference_on_overlaps_and_repeats(seed: int)
     for given in (sources, columns):
         pool = blend(given, ratios, pool_size)
         assert [(c.episode_id, c.source, pytest.approx(c.retrieval_score)) for c in pool] == want
+
+
+def test_with_the_catalog_table_unknown_ids_are_left_out_and_rows_are_the_tables() -> None:
+    from serving.rerank import EpisodeTable
+
+    table = EpisodeTable.from_catalog(catalog())
+    known = [e for e in table.episode_ids[:12]]
+    two_tower = [(known[0], 0.9), ("not-in-catalog", 0.8), (known[1], 0.7), (known[2], 0.6), (known[0], 0.5)]
+    sources = {"two_tower": two_tower, "trending": [(known[5], 3.0), ("gone", 2.0), (known[1], 1.0)]}
+    ratios = {"two_tower": 0.5, "trending": 0.5}
+    pool = blend(sources, ratios, pool_size=10, index=table)
+    assert pool.unknown == 2
+    assert pool.rows.tolist() == table.rows(pool.episode_ids).tolist()  # rows of the catalog table itself
+    assert pool.rows_in(table) is pool.rows
+    # the same answer as blending the known ids alone (the catalog-free path is the specification)
+    clean = {name: [(e, x) for e, x in items if e in table.index] for name, items in sources.items()}
+    want = blend(clean, ratios, pool_size=10)
+    assert list(pool) == list(want)
+    assert dict((c.episode_id, c.retrieval_score) for c in pool)[known[5]] == 0.5  # floor: the list's minimum
