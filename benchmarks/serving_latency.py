@@ -9,11 +9,16 @@ Set-up (all real components, loopback only):
   * A bundle (untrained query tower, ScaNN, ONNX ranker; serving/devdata.py); 500-candidate lists per
     user from that tower + index, segment and global popularity lists. Each base user's rows are
     cloned under `--clones` more ids so that every cache-miss request is a distinct user.
-  * `python -m serving` (uvicorn, one process) and Varnish with infra/varnish/default.vcl in front.
+  * `python -m serving` (uvicorn, one process) and Varnish with infra/varnish/default.vcl in front;
+    with `--replicas N`, `python -m serving --replicas N` (N processes on consecutive ports, same bundle,
+    catalog and Bigtable) and Varnish balancing across them (`--director hash|round_robin`).
 
 Modes (each a bounded number of requests AND a time cap, per concurrency level):
-  miss     a user not requested before: full path (user-row read, blend, rerank 500, rules)
-  hit      the same few users again: answered from the in-process cache (X-Serving-Cache hit/stale)
+  miss     a user not requested before: full path (user-row read, blend, rerank 500, rules); direct
+           to the server, or with --replicas N > 1 THROUGH Varnish (a new user is a Varnish miss that
+           the director sends to one replica): JSON `miss_path` "direct" / "varnish"
+  hit      the same few users again: answered from the in-process cache (X-Serving-Cache hit/stale),
+           direct to the (first) replica
   varnish  the same URLs through Varnish: answered at the edge (X-Cache HIT)
 
 Load generator: asyncio workers (on uvloop when installed) on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
@@ -21,7 +26,8 @@ request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms mor
 request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
 Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average, and
 <mode>_c<C>_cpu_ms_per_request: CPU per request of the server, the Bigtable emulator, Varnish and the
-load generator, read from /proc: where the shared cores went) and a PNG.
+load generator, read from /proc: where the shared cores went; `server` sums every replica process)
+and a PNG.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.loadgen import cpu_split, run_phase
+from cliffhanger.localstack.varnish import DIRECTORS, HASH
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
@@ -56,7 +63,8 @@ def _check_miss(status, headers, body):
         return f"status {status}", "error"
     rung = json.loads(body)["rung"]
     cache = headers.get("x-serving-cache", "")
-    return (None if cache == "miss" else f"cache {cache}"), rung
+    edge = headers.get("x-cache", "MISS")  # present when the miss went through Varnish
+    return (None if cache == "miss" and edge == "MISS" else f"cache {cache} edge {edge}"), rung
 
 
 def _check_hit(status, headers, body):
@@ -106,7 +114,9 @@ def build_world(workdir: str, stack, n_users: int, clones: int, list_len: int) -
     return {"root": root, "catalog": catalog_path, "users": sorted(all_lists), "ctx": ctx, "version": version}
 
 
-def start_server(stack, world: dict, port: int, log_path: str) -> subprocess.Popen:
+def start_server(stack, world: dict, port: int, log_path: str, replicas: int = 1) -> subprocess.Popen:
+    """`python -m serving` on `port`; with replicas > 1 the supervisor and its replicas on port.. (each
+    replica a direct child of the returned process, so its CPU counts under it in cpu_seconds)."""
     env = {
         **os.environ,
         **stack.env(),
@@ -118,24 +128,39 @@ def start_server(stack, world: dict, port: int, log_path: str) -> subprocess.Pop
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     log = open(log_path, "w")  # noqa: SIM115 - the server outlives this function
-    cmd = [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning", "--replicas", str(replicas)]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 300, replicas: int = 1) -> None:
+    """Until /readyz answers 200 on port .. port + replicas - 1."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
+    waiting = set(range(port, port + replicas))
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass  # still starting
+        for p in sorted(waiting):
+            try:
+                if httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=1).status_code == 200:
+                    waiting.discard(p)
+            except httpx.HTTPError:
+                pass  # still starting
+        if not waiting:
+            return
         time.sleep(0.2)
-    raise TimeoutError("server not ready")
+    raise TimeoutError(f"server(s) on {sorted(waiting)} not ready")
+
+
+def replica_ports(replicas: int) -> int:
+    """A first port such that port .. port + replicas - 1 are all free now."""
+    from cliffhanger.localstack.process import free_port, port_in_use
+
+    while True:
+        port = free_port()
+        if port + replicas <= 65536 and not any(port_in_use(p) for p in range(port + 1, port + replicas)):
+            return port
 
 
 def _run(coro):
@@ -189,9 +214,10 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
 
     unique = iter(users)
     miss_paths = (path(u) for u in unique)
+    miss_port = varnish_port if args.replicas > 1 else port  # several replicas: balanced by Varnish
     warm = [path(u, 20) for u in users[-64:]]  # hit / varnish sets: distinct from every miss user (n=20)
-    # warm up: connections, code paths, both caches
-    await run_phase(port, (path(u, 30) for u in users[-200:-64]), 4, 136, 30, args.client, _check_miss)
+    # warm up: connections, code paths (of every replica), both caches
+    await run_phase(miss_port, (path(u, 30) for u in users[-200:-64]), 4, 136, 30, args.client, _check_miss)
     for p in warm:
         await run_phase(port, iter([p]), 1, 1, 5, args.client, lambda *a: (None, ""))
         await run_phase(varnish_port, iter([p, p]), 1, 2, 5, args.client, lambda *a: (None, ""))
@@ -204,7 +230,7 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
 
     for c in args.concurrency:
         plans = {
-            "miss": (port, miss_paths, _check_miss, args.miss_requests),
+            "miss": (miss_port, miss_paths, _check_miss, args.miss_requests),
             "hit": (port, cycle(warm[: max(8, c)]), _check_hit, args.requests),
             "varnish": (varnish_port, cycle(warm[: max(8, c)]), _check_varnish, args.requests),
         }
@@ -245,13 +271,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="e.g. 8")
     parser.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the server meanwhile")
     parser.add_argument("--py-spy-out", default="serving_profile.txt")
+    parser.add_argument("--replicas", type=int, default=1, help="serving processes; > 1: misses go through Varnish")
+    parser.add_argument("--director", choices=DIRECTORS, default=HASH, help="Varnish director across replicas")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     if bad := [m for m in args.modes if m not in MODES] + [c for c in args.concurrency if c < 1]:
         parser.error(f"--modes / --concurrency: {bad} (modes: {', '.join(MODES)}; concurrency >= 1)")
+    if args.replicas < 1:
+        parser.error(f"--replicas must be >= 1, got {args.replicas}")
     sys.path.insert(0, str(REPO))
-    from cliffhanger.localstack import LocalStack, free_port, settings_on_free_ports
+    from cliffhanger.localstack import LocalStack, settings_on_free_ports
 
     workdir = tempfile.mkdtemp(prefix="serving-bench-")
     stack = LocalStack(settings_on_free_ports())
@@ -263,14 +293,16 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.time()
         world = build_world(workdir, stack, args.users, args.clones, list_len=500)
         print(f"seeded {len(world['users'])} users in {time.time() - t0:.0f} s", flush=True)
-        port = free_port()
-        server = start_server(stack, world, port, os.path.join(workdir, "server.log"))
-        wait_ready(port, server)
-        edge = stack.start_varnish(backend=f"127.0.0.1:{port}")
+        port = replica_ports(args.replicas)
+        server = start_server(stack, world, port, os.path.join(workdir, "server.log"), args.replicas)
+        wait_ready(port, server, replicas=args.replicas)
+        backends = [f"127.0.0.1:{p}" for p in range(port, port + args.replicas)]
+        edge = stack.start_varnish(backend=backends, director=args.director)
         load_before = os.getloadavg()
         spy = None
         if args.py_spy:  # profile the server while it is measured (py-spy is not a project dependency)
             cmd = [args.py_spy, "record", "-p", str(server.pid), "-r", "200", "-f", "raw", "--nonblocking"]
+            cmd += ["--subprocesses"] if args.replicas > 1 else []
             spy = subprocess.Popen([*cmd, "-o", args.py_spy_out], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         pids = {"server": server.pid, "bigtable_emulator": stack.processes["bigtable"].pid}
         if edge.process is not None:
@@ -282,6 +314,9 @@ def main(argv: list[str] | None = None) -> dict:
         results.update(
             {
                 "candidates_per_request": 500,
+                "replicas": args.replicas,
+                "miss_path": "varnish" if args.replicas > 1 else "direct",
+                "director": args.director if args.replicas > 1 else None,
                 "client": args.client,
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in load_before],

@@ -52,3 +52,29 @@ def test_cpu_accounting_sees_this_process() -> None:
     assert cpu_seconds(os.getpid()) > 0
     split = cpu_split({"me": os.getpid()})
     assert set(split) == {"me", "client"} and split["me"] >= split["client"] * 0.5 > 0
+
+
+def test_cpu_of_a_supervisor_includes_its_replicas() -> None:
+    """`python -m serving --replicas N` runs each replica as a direct child: the benchmark's `server` CPU
+    (cpu_seconds of the supervisor's pid) must include what the children burn."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\nkids = [subprocess.Popen([sys.executable, '-c', {burn!r}]) for _ in range(2)]\ntime.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds(parent.pid) < 0.8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cpu_seconds(parent.pid) >= 0.8  # 2 x 0.4 s burnt by the children, the parent idles
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
+        parent.wait()
