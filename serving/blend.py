@@ -59,15 +59,23 @@ class RowIndex(Protocol):
 class _LocalIndex:
     """A RowIndex over the ids it is given (in first-seen order): blend without a catalog."""
 
-    def __init__(self, id_lists: Sequence[Sequence[str]]) -> None:
+    def __init__(self, id_lists: Sequence[Sequence[str] | np.ndarray]) -> None:
         self.index: dict[str, int] = {}
-        for e in itertools.chain.from_iterable(id_lists):
+        for e in itertools.chain.from_iterable(map(_as_str, id_lists)):
             self.index.setdefault(e, len(self.index))
         self.episode_ids = list(self.index)
         self.unknown = len(self.episode_ids)
 
-    def rows(self, episode_ids: Sequence[str]) -> np.ndarray:
-        return np.fromiter(map(self.index.__getitem__, episode_ids), np.intp, len(episode_ids))
+    def rows(self, episode_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        ids = _as_str(episode_ids)
+        return np.fromiter(map(self.index.__getitem__, ids), np.intp, len(ids))
+
+
+def _as_str(ids: Sequence[str] | np.ndarray) -> Sequence[str]:
+    """Ids as str (a binary candidate list's column is UTF-8 bytes)."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+        return [b.decode() for b in ids.tolist()]
+    return ids
 
 
 @dataclasses.dataclass(slots=True)
@@ -138,7 +146,9 @@ class Columns(Protocol):
 SourceItems = Sequence[tuple[str, float]] | Columns
 
 
-def _columns(items: SourceItems) -> tuple[Sequence[str], np.ndarray]:
+def _columns(items: SourceItems) -> tuple[Sequence[str] | np.ndarray, np.ndarray]:
+    if hasattr(items, "id_column"):  # a parsed list: its ids as stored (bytes from a binary cell)
+        return items.id_column, np.asarray(items.scores, dtype=np.float64)
     if hasattr(items, "ids"):
         return items.ids, np.asarray(items.scores, dtype=np.float64)
     return [e for e, _ in items], np.asarray([x for _, x in items], dtype=np.float64)

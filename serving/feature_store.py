@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from transforms.features import decode
+from transforms.features import BINARY_PREFIX, decode
 
 # gRPC's default reconnect backoff grows to 120 s: a restarted emulator would stay "down" for minutes.
 _EMULATOR_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
@@ -221,7 +221,8 @@ class _RowFolder:
                 raw = parts[0] if len(parts) == 1 else b"".join(parts)
                 parts = []
                 if column not in values[family]:  # cells_per_column_limit(1): first is newest
-                    values[family][column] = orjson.loads(raw)  # same JSON as transforms.features
+                    # transforms.features.decode, inlined: JSON, or bytes for a binary cell (candidate lists)
+                    values[family][column] = raw if raw[:1] == BINARY_PREFIX else orjson.loads(raw)
             if chunk.commit_row:
                 self.out[row_key] = FeatureRow(row_key, values, stamps)
                 values, stamps = {}, {}

@@ -61,6 +61,7 @@ class EpisodeTable:
         self.episode_ids = list(episode_ids)
         self.index = {e: i for i, e in enumerate(episode_ids)}
         self.unknown = len(episode_ids)
+        self._byte_keys = _ByteKeys(self.episode_ids)
         self._item_rows: tuple[int, np.ndarray] | None = None  # (ItemStats.version, table row -> its row)
         self.series_ids = np.asarray([*series_ids, ""], dtype=object)
         self.episode_numbers = np.asarray([*numbers, 0], dtype=np.float32)
@@ -78,10 +79,16 @@ class EpisodeTable:
             [genres[e.series_id] for e in eps],
         )
 
-    def rows(self, episode_ids: Sequence[str]) -> np.ndarray:
-        """Table rows of these episodes (`unknown` for one the catalog does not have): THE per-candidate
-        dict pass of a request (serving.blend maps the retrieval list with it); the catalog columns and
-        the item stats are then gathered by these rows."""
+    def rows(self, episode_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Table rows of these episodes (`unknown` for one the catalog does not have): serving.blend maps
+        the retrieval list with it, and the catalog columns and item stats are gathered by these rows.
+        `episode_ids` may be str, or a numpy array of UTF-8 bytes (a binary candidate list's ids, see
+        serving/candidates.py): those are mapped without making a Python string each."""
+        if isinstance(episode_ids, np.ndarray) and episode_ids.dtype.kind == "S":
+            rows = self._byte_keys.rows(episode_ids, self.unknown)
+            if rows is not None:
+                return rows
+            episode_ids = [b.decode() for b in episode_ids.tolist()]
         return np.fromiter(map(self.index.get, episode_ids, repeat(self.unknown)), np.intp, len(episode_ids))
 
     def item_rows(self, version: int, index: Mapping[str, int]) -> np.ndarray:
@@ -103,6 +110,44 @@ class EpisodeTable:
             retrieval_scores=np.asarray(retrieval_scores, dtype=np.float32),
             item_stats=np.asarray(item_stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS)),
         )
+
+
+class _ByteKeys:
+    """Episode ids as fixed-width bytes -> table rows, vectorised: each id's bytes are folded into a
+    64-bit key (a random-coefficient polynomial, mod 2^64), keys are looked up with searchsorted in the
+    table's sorted keys, and every hit is verified byte for byte (a key collision cannot map a wrong
+    id; a collision inside the table itself disables this path). ~25 us for 500 ids, no objects."""
+
+    MAX_WIDTH = 64  # ids are 1-64 characters (serving.service validates request ids the same way)
+    _COEFFS = np.random.default_rng(20261121).integers(1, 2**63, MAX_WIDTH, dtype=np.uint64)
+
+    def __init__(self, episode_ids: Sequence[str]) -> None:
+        encoded = [e.encode() for e in episode_ids]
+        self.ok = bool(encoded) and max(map(len, encoded)) <= self.MAX_WIDTH
+        if not self.ok:
+            return
+        table = np.array(encoded, dtype=np.bytes_)
+        keys = self.keys(table)
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted_keys, self.sorted_ids = keys[self.order], table[self.order]
+        self.ok = bool(np.all(self.sorted_keys[1:] != self.sorted_keys[:-1]))
+
+    @classmethod
+    def keys(cls, ids: np.ndarray) -> np.ndarray:
+        width = ids.dtype.itemsize
+        grid = np.ascontiguousarray(ids).view(np.uint8).reshape(len(ids), width)
+        return grid.astype(np.uint64) @ cls._COEFFS[:width]  # NUL padding adds nothing: width-independent
+
+    def rows(self, ids: np.ndarray, unknown: int) -> np.ndarray | None:
+        """Rows of `ids` (`unknown` for ids not in the table); None when this path cannot be used."""
+        if not self.ok or ids.dtype.itemsize > self.MAX_WIDTH:
+            return None
+        if not len(ids):
+            return np.zeros(0, dtype=np.intp)
+        at = np.searchsorted(self.sorted_keys, self.keys(ids))
+        np.minimum(at, len(self.sorted_keys) - 1, out=at)
+        hit = self.sorted_ids[at] == ids
+        return np.where(hit, self.order[at], unknown).astype(np.intp, copy=False)
 
 
 def feature_matrix(

@@ -308,5 +308,12 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
+# A cell starting with NUL is not JSON (JSON never starts with NUL): a binary value its owner parses,
+# e.g. serving/candidates.py's candidate lists. decode() hands those over as bytes.
+BINARY_PREFIX = b"\0"
+
+
 def decode(raw: bytes) -> Any:
+    if raw[:1] == BINARY_PREFIX:
+        return bytes(raw)
     return json.loads(raw)

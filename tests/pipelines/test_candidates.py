@@ -75,7 +75,7 @@ def _wait_list(store, user_id: str, want_ms: int, timeout_s: float = 90) -> tupl
     while time.monotonic() < deadline:
         row = store.read([key]).get(key)
         raw = row.get(cand_mod.FAMILY, cand_mod.COLUMN) if row is not None else None
-        if raw is not None and raw["generated_ms"] == want_ms:
+        if raw is not None and cand_mod.parse(raw).generated_ms == want_ms:
             return cand_mod.parse(raw), row.timestamps_ms[cand_mod.FAMILY][cand_mod.COLUMN]
         time.sleep(0.2)
     raise AssertionError(f"list of {user_id} never reached generated_ms {want_ms}; last row {row and row.values}")

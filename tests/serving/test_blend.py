@@ -108,7 +108,7 @@ def _reference_blend(sources, ratios, pool_size, retrieval_source="two_tower"):
 def test_columnar_blend_matches_the_reference_on_overlaps_and_repeats(seed: int) -> None:
     import random
 
-    from serving.candidates import CandidateList
+    from serving.candidates import CandidateList, encode_list, parse
 
     rng = random.Random(seed)
     universe = [f"e{i}" for i in range(rng.randint(5, 80))]
@@ -127,8 +127,10 @@ def test_columnar_blend_matches_the_reference_on_overlaps_and_repeats(seed: int)
     want = _reference_blend(sources, ratios, pool_size)
     columns = dict(sources)
     ids, scores = [e for e, _ in sources["two_tower"]], [x for _, x in sources["two_tower"]]
-    columns["two_tower"] = CandidateList("v", 0, ids, np.asarray(scores, np.float64))  # as parsed from Bigtable
-    for given in (sources, columns):
+    columns["two_tower"] = CandidateList("v", 0, ids, np.asarray(scores, np.float64))  # a JSON cell, parsed
+    binary = dict(sources)
+    binary["two_tower"] = parse(encode_list("v", 0, sources["two_tower"]))  # the binary cell, parsed
+    for given in (sources, columns, binary):
         pool = blend(given, ratios, pool_size)
         assert [(c.episode_id, c.source, pytest.approx(c.retrieval_score)) for c in pool] == want
 
@@ -150,3 +152,7 @@ def test_with_the_catalog_table_unknown_ids_are_left_out_and_rows_are_the_tables
     want = blend(clean, ratios, pool_size=10)
     assert list(pool) == list(want)
     assert dict((c.episode_id, c.retrieval_score) for c in pool)[known[5]] == 0.5  # floor: the list's minimum
+    from serving.candidates import encode_list, parse
+
+    binary = {**sources, "two_tower": parse(encode_list("v", 0, two_tower))}  # ids stay bytes until the table
+    assert list(blend(binary, ratios, pool_size=10, index=table)) == list(pool)
