@@ -133,6 +133,11 @@ class CandidateColumns:
     genre_weights: np.ndarray  # [n, G] float32, rows from genre_weights()
     retrieval_scores: np.ndarray  # [n] float32
     item_stats: np.ndarray  # [n, len(ITEM_COLUMNS)] float32 in ITEM_COLUMNS order; zeros for a missing row
+    # Optional integer form of series_ids (serving's catalog table has it): series_codes[i] =
+    # series_code_of[series_ids[i]] (len(series_code_of) for none); the ctx_* columns then take two numpy
+    # gathers instead of a dict look-up per candidate. Same values either way.
+    series_codes: np.ndarray | None = None  # [n] intp
+    series_code_of: Mapping[str, int] | None = None
 
 
 def candidate_columns(candidates: Sequence[Candidate]) -> CandidateColumns:
@@ -165,7 +170,18 @@ def ranker_matrix_columns(
     mix = np.asarray([float((u.get("genre_mix_30m") or {}).get(g, 0.0)) for g in GENRES], dtype=np.float32)
     next_ep = np.zeros(n, dtype=np.float32)
     same_series = np.zeros(n, dtype=np.float32)
-    if cw:
+    if cw and cols.series_codes is not None and cols.series_code_of is not None:
+        code_of = cols.series_code_of
+        same = np.zeros(len(code_of) + 1, dtype=np.float32)
+        want = np.full(len(code_of) + 1, -1.0, dtype=np.float32)  # no episode number is -1
+        for series_id, state in cw.items():
+            code = code_of.get(series_id)
+            if code is not None and state:
+                same[code] = 1.0
+                want[code] = state["episode_number"] + (1 if state.get("completed") else 0)
+        same_series = same[cols.series_codes]
+        next_ep = (want[cols.series_codes] == cols.episode_numbers).astype(np.float32)
+    elif cw:
         get = cw.get
         for i, series_id in enumerate(cols.series_ids):
             state = get(series_id)

@@ -24,10 +24,11 @@ import gc
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -42,13 +43,22 @@ from serving import hls, replica
 from serving.bundle_watch import BundleHolder, BundleWatcher
 from serving.cache import TtlCache
 from serving.catalog_feed import CatalogFeed
+from serving.fast_path import FastPath, RawHeaders
 from serving.feature_store import FeatureStore
 from serving.live_catalog import CatalogChange, LiveCatalog
 from serving.metrics import Metrics
 from serving.notice_feed import NoticeFeed
 from serving.playlists import PlaylistService
 from serving.recommend import NotReady, Recommender
-from serving.service import InvalidRequest, RecommendationService, validate
+from serving.service import (
+    JSON_HEADERS,
+    NO_STORE,
+    RECOMMENDATION_QUERY,
+    InvalidRequest,
+    RecommendationService,
+    parse_n,
+    validate,
+)
 from serving.settings import ServingSettings
 from serving.shared import SharedRows
 from transforms import rowkeys
@@ -278,24 +288,39 @@ def create_app(
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise AdminError(403, "wrong admin token")
 
-    @app.get("/v1/users/{user_id}/recommendations", response_model=None, responses={200: {"model": RecommendationsOut}})
-    async def recommendations(
-        user_id: str,
-        context: str = Query("home", description="episode_end | home"),
-        series_id: str | None = Query(None),
-        episode_id: str | None = Query(None, description="the episode just finished (episode_end)"),
-        n: int | None = Query(None, description="items wanted, 1..max_n"),
-        country: str | None = Query(None, description="ISO alpha-2; licensing and segment"),
-        device: str | None = Query(None, description="ios | android | web | tv"),
-    ) -> Response:
-        svc = service()
-        req = validate(
-            settings, state.catalog, user_id=user_id, context=context, series_id=series_id,
-            episode_id=episode_id, n=n, country=country, device=device,
-        )  # fmt: skip
-        rendered, status = await svc.get(req)
-        headers = {**rendered.headers, "X-Serving-Cache": status}
-        return Response(rendered.body, media_type="application/json", headers=headers)
+    async def answer(user_id: str, query: Mapping[str, str]) -> tuple[int, RawHeaders, bytes]:
+        """THE recommendations answer (serving/fast_path.py serves it; the FastAPI route documents it):
+        (status, encoded headers, body); a bad parameter is a 400 naming the field, not ready a 503."""
+        try:
+            svc = service()
+            req = validate(
+                settings, state.catalog, user_id=user_id, context=query.get("context") or "home",
+                series_id=query.get("series_id"), episode_id=query.get("episode_id"),
+                n=parse_n(query.get("n")), country=query.get("country"), device=query.get("device"),
+            )  # fmt: skip
+            rendered, status = await svc.get(req)
+        except InvalidRequest as exc:
+            metrics.bad_requests.labels(exc.field).inc()
+            return _error_answer(400, {"error": str(exc), "field": exc.field})
+        except NotReady as exc:
+            return _error_answer(503, {"error": str(exc)})
+        return 200, [*rendered.raw_headers, (b"x-serving-cache", status.encode())], rendered.body
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        response_model=None,
+        responses={200: {"model": RecommendationsOut}},
+        openapi_extra={"parameters": RECOMMENDATION_QUERY},
+    )
+    @app.head("/v1/users/{user_id}/recommendations", include_in_schema=False)
+    async def recommendations(user_id: str, request: Request) -> Response:
+        # serving/fast_path.py answers a plain GET itself; this route documents the endpoint and answers
+        # HEAD (caches and probes) and any GET the fast path passes on. Query parameters are described in
+        # RECOMMENDATION_QUERY and checked by service.validate (400 naming the field), not declared as
+        # FastAPI parameters.
+        status, headers, body = await answer(user_id, request.query_params)
+        kept = {k.decode(): v.decode() for k, v in headers if k not in (b"content-length", b"content-type")}
+        return Response(body, status_code=status, media_type="application/json", headers=kept)
 
     @app.get("/v1/users/{user_id}/next.m3u8", response_model=None)
     async def next_playlist(
@@ -359,4 +384,9 @@ def create_app(
         purged = state.cache.clear() if edge_keys.ALL in keys else state.cache.purge_tags(keys)
         return JSONResponse({"purged": purged}, headers={"Cache-Control": "no-store"})
 
-    return app
+    return FastPath(app, answer)  # type: ignore[return-value] - an ASGI app with the FastAPI app's attributes
+
+
+def _error_answer(status: int, body: dict[str, Any]) -> tuple[int, RawHeaders, bytes]:
+    data = orjson.dumps(body)
+    return status, [*JSON_HEADERS, (b"content-length", str(len(data)).encode()), NO_STORE], data

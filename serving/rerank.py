@@ -64,6 +64,9 @@ class EpisodeTable:
         self._byte_keys = _ByteKeys(self.episode_ids)
         self._item_rows: tuple[int, np.ndarray] | None = None  # (ItemStats.version, table row -> its row)
         self.series_ids = np.asarray([*series_ids, ""], dtype=object)
+        self.series_code_of = {sid: i for i, sid in enumerate(dict.fromkeys(series_ids))}
+        none = len(self.series_code_of)  # the unknown row's "no series"
+        self.series_codes = np.asarray([*(self.series_code_of[s] for s in series_ids), none], dtype=np.intp)
         self.episode_numbers = np.asarray([*numbers, 0], dtype=np.float32)
         rows = [genre_weights(g) for g in genres] + [np.zeros(len(GENRES), dtype=np.float32)]
         self.genre_weights = np.stack(rows)
@@ -104,11 +107,13 @@ class EpisodeTable:
         """The candidates at these table `rows` (`rows(episode_ids)`, or a pool's); item_stats:
         [n, len(ITEM_COLUMNS)] float32 for them (zeros where unknown)."""
         return CandidateColumns(
-            series_ids=self.series_ids[rows].tolist(),
+            series_ids=self.series_ids[rows],
             episode_numbers=self.episode_numbers[rows],
             genre_weights=self.genre_weights[rows],
             retrieval_scores=np.asarray(retrieval_scores, dtype=np.float32),
             item_stats=np.asarray(item_stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS)),
+            series_codes=self.series_codes[rows],
+            series_code_of=self.series_code_of,
         )
 
 

@@ -43,11 +43,41 @@ class InvalidRequest(ValueError):
         self.field = field
 
 
+JSON_HEADERS = [(b"content-type", b"application/json")]
+NO_STORE = (b"cache-control", b"no-store")
+
+
 @dataclasses.dataclass(frozen=True)
 class Rendered:
     body: bytes
     headers: Mapping[str, str]
     rung: str
+    raw_headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)  # ASGI form, with type/length
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+# OpenAPI description of the recommendations endpoint's query (serving/app.py); `validate` checks it.
+RECOMMENDATION_QUERY = [
+    _query("context", "episode_end | home", {"type": "string", "enum": list(CONTEXTS), "default": "home"}),
+    _query("series_id", "the series of the episode just finished", {"type": "string"}),
+    _query("episode_id", "the episode just finished (episode_end)", {"type": "string"}),
+    _query("n", "items wanted, 1..max_n (default: CLIFFHANGER's default_n)", {"type": "integer", "minimum": 1}),
+    _query("country", "ISO alpha-2; licensing and segment (default: the configured country)", {"type": "string"}),
+    _query("device", " | ".join(DEVICES), {"type": "string", "enum": list(DEVICES)}),
+]
+
+
+def parse_n(raw: str | None) -> int | None:
+    """The `n` query parameter: None when absent or empty, else an integer (400 naming `n` if not)."""
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest("n", f"n must be an integer, got {raw[:20]!r}") from None
 
 
 def validate(
@@ -177,4 +207,7 @@ class RecommendationService:
             "X-Rung": rec.rung,
             "X-Bundle-Version": rec.bundle_version,
         }
-        return Rendered(orjson.dumps(body), headers, rec.rung)
+        data = orjson.dumps(body)
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw += [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+        return Rendered(data, headers, rec.rung, raw)

@@ -215,7 +215,8 @@ def test_metrics_docs_and_probes(server, seeded) -> None:
     ):
         assert needle in text, needle
     spec = httpx.get(server.url + "/openapi.json").json()
-    assert "/v1/users/{user_id}/recommendations" in spec["paths"]
+    params = spec["paths"]["/v1/users/{user_id}/recommendations"]["get"]["parameters"]
+    assert {p["name"] for p in params} == {"user_id", "context", "series_id", "episode_id", "n", "country", "device"}
 
 
 def test_not_ready_without_a_bundle(local_stack, catalog_path, tmp_path, serve) -> None:
@@ -240,3 +241,22 @@ def test_not_ready_without_a_bundle(local_stack, catalog_path, tmp_path, serve) 
         assert httpx.get(server.url + "/v1/users/u1/recommendations").status_code == 503
     finally:
         server.stop()
+
+
+def test_the_documented_route_answers_as_the_fast_path_does(server, seeded) -> None:
+    """A GET takes serving/fast_path.py; a HEAD goes through the FastAPI route. Same answer, same headers."""
+    import httpx
+
+    uid = _listed_user(seeded)
+    user = seeded["users"][uid]
+    url = f"{server.url}/v1/users/{uid}/recommendations"
+    params = {"n": 5, "country": user.country, "device": user.device}
+    got = httpx.get(url, params=params, timeout=5)
+    head = httpx.head(url, params=params, timeout=5)  # the cached answer, via FastAPI
+    assert got.status_code == head.status_code == 200
+    for name in ("cache-control", "xkey", "surrogate-key", "x-rung", "x-bundle-version", "content-type"):
+        assert head.headers[name] == got.headers[name], name
+    assert int(head.headers["content-length"]) == len(got.content) and head.headers["x-serving-cache"] == "hit"
+    bad_get, bad_head = httpx.get(url, params={"n": "abc"}), httpx.head(url, params={"n": "abc"})
+    assert bad_get.status_code == bad_head.status_code == 400 and bad_get.json()["field"] == "n"
+    assert bad_get.headers["cache-control"] == bad_head.headers["cache-control"] == "no-store"

@@ -88,7 +88,12 @@ def test_serving_matrix_equals_the_training_mapping() -> None:
         "binge_depth": 4,
         "genre_mix_30m": {"romance": 0.7, "thriller": 0.3},
     }
-    user_cw = {"s0002": {"episode_number": 3, "completed": False}, "s0001": {"episode_number": 4, "completed": True}}
+    user_cw = {
+        "s0002": {"episode_number": 3, "completed": False},
+        "s0001": {"episode_number": 4, "completed": True},
+        "s9999": {"episode_number": 1, "completed": False},  # a series the catalog no longer has
+        "s0003": {},  # an empty state counts as none
+    }
     stats, _ = _stats(rows, pool.episode_ids)
     got = feature_matrix(
         pool, user_u=user_u, user_cw=user_cw, episodes=EpisodeTable.from_catalog(cat), item_stats=stats
