@@ -59,19 +59,20 @@ def _start(env: dict[str, str], replicas: int, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
 
 
-def _wait_ready(ports: list[int], proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    waiting = set(ports)
-    while waiting:
-        assert proc.poll() is None, f"supervisor exited with {proc.returncode}"
-        assert time.monotonic() < deadline, f"replicas on {sorted(waiting)} not ready"
-        for port in list(waiting):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    waiting.discard(port)
-            except httpx.HTTPError:
-                pass  # still starting
-        time.sleep(0.2)
+def _start_pair(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """`python -m serving --replicas 2` on two free consecutive ports, once both answer /readyz."""
+    from benchmarks.serving_latency import wait_ready
+
+    port = free_port()
+    while supervisor.port_in_use(port + 1):
+        port = free_port()
+    proc = _start(env, 2, port)
+    try:
+        wait_ready(port, proc, timeout_s=180, replicas=2)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def _answers(metrics_text: str) -> float:
@@ -108,12 +109,8 @@ def test_replicas_serve_with_own_subscriptions_and_metrics_and_stop_as_a_set(loc
 
     prefix = f"t{time.monotonic_ns() % 10**8}"  # replica ids t..-r0, t..-r1: fresh subscription names
     env = serving_env(local_stack, bundle_root, catalog_path, CLIFFHANGER_REPLICA_ID=prefix)
-    port = free_port()
-    while supervisor.port_in_use(port + 1):
-        port = free_port()
-    proc = _start(env, 2, port)
+    proc, port = _start_pair(env)
     try:
-        _wait_ready([port, port + 1], proc)
         children = _children(proc.pid)
         assert len(children) == 2
         client = pubsub_v1.SubscriberClient()
@@ -151,12 +148,8 @@ def test_replicas_serve_with_own_subscriptions_and_metrics_and_stop_as_a_set(loc
 @pytest.mark.slow
 def test_a_killed_supervisor_takes_its_replicas_along(local_stack, bundle_root, catalog_path):
     env = serving_env(local_stack, bundle_root, catalog_path, CLIFFHANGER_REPLICA_ID=f"k{time.monotonic_ns() % 10**8}")
-    port = free_port()
-    while supervisor.port_in_use(port + 1):
-        port = free_port()
-    proc = _start(env, 2, port)
+    proc, port = _start_pair(env)
     try:
-        _wait_ready([port, port + 1], proc)
         children = _children(proc.pid)
         assert len(children) == 2
         proc.send_signal(signal.SIGKILL)
