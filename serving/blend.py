@@ -53,7 +53,7 @@ class RowIndex(Protocol):
     episode_ids: Sequence[str]
     unknown: int
 
-    def rows(self, episode_ids: Sequence[str]) -> np.ndarray: ...
+    def rows(self, episode_ids: Sequence[str] | np.ndarray) -> np.ndarray: ...
 
 
 class _LocalIndex:

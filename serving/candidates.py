@@ -112,9 +112,10 @@ def to_json(bundle_version: str, generated_ms: int, items: Iterable[tuple[str, f
 def encode_list(bundle_version: str, generated_ms: int, items: Iterable[tuple[str, float]]) -> bytes:
     """The binary cell (see the module docstring)."""
     pairs = list(items)
-    ids = np.array([str(eid).encode() for eid, _ in pairs] or [b""], dtype=np.bytes_)[: len(pairs)]
-    if len(pairs) and any(b"\0" in i for i in ids.tolist()):
+    encoded = [str(eid).encode() for eid, _ in pairs]
+    if any(b"\0" in e for e in encoded):  # NUL pads the fixed width: an id cannot hold one
         raise CandidateListError("candidate list: an episode id contains a NUL byte")
+    ids = np.array(encoded or [b""], dtype=np.bytes_)[: len(pairs)]
     header = orjson.dumps(
         {"bundle_version": bundle_version, "generated_ms": int(generated_ms), "n": len(pairs), "width": ids.itemsize}
     )

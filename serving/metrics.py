@@ -75,9 +75,10 @@ class Metrics:
         )
         self._served = 0
         self._lookups = 0
-        # request-path children: stages["blend"], answers[(rung, ranking)], cache_results["hit"]
+        # request-path children: stages["blend"], answers[(rung, ranking)], cache_results["hit"], ...
         self.stages, self.answers = _Children(self.stage), _Children(self.responses)
         self.cache_results = _Children(self.cache)
+        self.fallback_reasons, self.rules_dropped = _Children(self.fallbacks), _Children(self.rule_drops)
 
     def cache_lookup(self, result: str) -> None:
         self.cache_results[result].inc()

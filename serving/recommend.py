@@ -190,7 +190,7 @@ class Recommender:
         picks = [rules.Pick(*p[:4], REASONS.get(p.reason, p.reason)) for p in picks]
         for name, count in vars(stats).items():
             if count:
-                self.metrics.rule_drops.labels(name).inc(count)
+                self.metrics.rules_dropped[name].inc(count)
         end = time.perf_counter()
         stage["rules"].observe(end - t4)
         stage["recommend"].observe(end - start)
@@ -206,7 +206,7 @@ class Recommender:
             "generated_ms": now_ms,
         }
         for reason in fallbacks:
-            self.metrics.fallbacks.labels(reason).inc()
+            self.metrics.fallback_reasons[reason].inc()
         self.metrics.answers[rung, ranking].inc()
         return Recommendation(picks, rung, ranking, fallbacks, bundle.version, freshness, (req.country, req.device))
 

@@ -64,7 +64,7 @@ RECOMMENDATION_QUERY = [
     _query("context", "episode_end | home", {"type": "string", "enum": list(CONTEXTS), "default": "home"}),
     _query("series_id", "the series of the episode just finished", {"type": "string"}),
     _query("episode_id", "the episode just finished (episode_end)", {"type": "string"}),
-    _query("n", "items wanted, 1..max_n (default: CLIFFHANGER's default_n)", {"type": "integer", "minimum": 1}),
+    _query("n", "items wanted, 1..max_n (default: the configured default_n)", {"type": "integer", "minimum": 1}),
     _query("country", "ISO alpha-2; licensing and segment (default: the configured country)", {"type": "string"}),
     _query("device", " | ".join(DEVICES), {"type": "string", "enum": list(DEVICES)}),
 ]
