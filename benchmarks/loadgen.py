@@ -4,12 +4,15 @@ RawClient: one keep-alive HTTP/1.1 connection with a minimal parser (request lin
 body), so the generator takes as little of the shared CPU as possible; HttpxClient for comparison.
 run_phase: `concurrency` workers issue up to `max_requests` GETs or run for `max_s`, whichever ends
 first. cpu_split: CPU seconds per named process from /proc (a process and its direct children).
+scrape_stages / stage_means_ms: the server's own per-stage latency (its Prometheus
+`cliffhanger_stage_seconds`) over a phase, to tell waiting for a read from computing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -116,3 +119,43 @@ def cpu_split(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far per named process, and this process (the load generator) as `client`."""
     t = os.times()
     return {**{name: cpu_seconds(pid) for name, pid in pids.items()}, "client": t.user + t.system}
+
+
+_STAGE_LINE = re.compile(r'^cliffhanger_stage_seconds_(sum|count)\{stage="([a-z_]+)"\} (\S+)$', re.M)
+
+
+def stage_totals(metrics_text: str) -> dict[str, dict[str, float]]:
+    """{stage: {"sum": seconds, "count": n}} from the server's Prometheus text (`cliffhanger_stage_seconds`)."""
+    out: dict[str, dict[str, float]] = {}
+    for kind, stage, value in _STAGE_LINE.findall(metrics_text):
+        out.setdefault(stage, {})[kind] = float(value)
+    return out
+
+
+def stage_means_ms(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean ms per stage over the requests between two `stage_totals` (stages no request went through are left out)."""
+    means = {}
+    for stage, now in after.items():
+        then = before.get(stage, {})
+        n = now.get("count", 0.0) - then.get("count", 0.0)
+        if n > 0:
+            means[stage] = round(1000 * (now.get("sum", 0.0) - then.get("sum", 0.0)) / n, 3)
+    return means
+
+
+async def scrape_stages(ports: list[int]) -> dict[str, dict[str, float]]:
+    """`stage_totals` summed over every replica's /metrics."""
+    total: dict[str, dict[str, float]] = {}
+    for port in ports:
+        client = RawClient(port)
+        try:
+            status, _, body = await client.get("/metrics")
+        finally:
+            await client.close()
+        if status != 200:
+            raise RuntimeError(f"/metrics on port {port} answered {status}")
+        for stage, parts in stage_totals(body.decode()).items():
+            into = total.setdefault(stage, {})
+            for kind, value in parts.items():
+                into[kind] = into.get(kind, 0.0) + value
+    return total

@@ -27,7 +27,11 @@ request). The generator and the server share the machine's 2 cores, so client CP
 Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average, and
 <mode>_c<C>_cpu_ms_per_request: CPU per request of the server, the Bigtable emulator, Varnish and the
 load generator, read from /proc: where the shared cores went; `server` sums every replica process)
-and a PNG.
+and a PNG. For misses also miss_c<C>_server_stage_ms, the server's own mean per stage over the phase
+(its /metrics: feature_read is the wait from starting the user-row read until the request runs again,
+so at concurrency 8 it includes the other requests' turns on the event loop), and
+miss_c<C>_outside_recommend_ms, the mean latency outside the recommend stage (HTTP, the response cache,
+waiting for the loop before and after).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import cpu_split, run_phase
+from benchmarks.loadgen import cpu_split, run_phase, scrape_stages, stage_means_ms
 from cliffhanger.localstack.varnish import DIRECTORS, HASH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +232,7 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
         while True:
             yield from ps
 
+    replica_list = list(range(port, port + args.replicas))
     for c in args.concurrency:
         plans = {
             "miss": (miss_port, miss_paths, _check_miss, args.miss_requests),
@@ -239,10 +244,16 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
             if mode == "varnish":  # re-warm: the edge object may have aged past max-age + grace
                 for w in warm[: max(8, c)]:
                     await run_phase(varnish_port, iter([w, w]), 1, 2, 5, args.client, lambda *a: (None, ""))
+            stages_before = await scrape_stages(replica_list) if mode == "miss" else None
             before = cpu_split(pids)
             lat, errors, elapsed, tags = await run_phase(p, paths, c, n, args.max_s, args.client, check)
             after = cpu_split(pids)
             key = f"{mode}_c{c}"
+            if stages_before is not None and lat:  # where a miss's time went, as the server saw it
+                stages = stage_means_ms(stages_before, await scrape_stages(replica_list))
+                results[f"{key}_server_stage_ms"] = stages
+                if "recommend" in stages:  # HTTP, the response cache and waiting for the loop
+                    results[f"{key}_outside_recommend_ms"] = round(float(np.mean(lat)) - stages["recommend"], 3)
             if lat:  # where the two cores went: CPU ms per request of each process
                 results[f"{key}_cpu_ms_per_request"] = {
                     name: round(1000 * (after[name] - before[name]) / len(lat), 3) for name in after
@@ -344,6 +355,14 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{mode:<8} {c:>3} {results[k + '_p50_ms']:>8.2f} {results[k + '_p99_ms']:>8.2f} "
                 f"{results[k + '_rps']:>8.0f} {results[k + '_requests']:>6}  {_cpu_text(results.get(k + '_cpu_ms_per_request'))}"
                 f"  {results[k + '_errors'] or ''}"
+            )
+    for c in args.concurrency if "miss" in args.modes else ():
+        stages = results.get(f"miss_c{c}_server_stage_ms", {})
+        if stages:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k != "recommend")
+            print(
+                f"miss c{c} server side, mean ms: {parts}; recommend {stages.get('recommend', 0):.2f}; "
+                f"outside it (HTTP, cache, queueing) {results.get(f'miss_c{c}_outside_recommend_ms', 0):.2f}"
             )
     print(
         f"load average before/after: {results['loadavg_before']} / {results['loadavg_after']}; wrote {args.out}, {png}"

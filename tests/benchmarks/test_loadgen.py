@@ -78,3 +78,51 @@ def test_cpu_of_a_supervisor_includes_its_replicas() -> None:
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
         parent.kill()
         parent.wait()
+
+
+def test_stage_means_come_from_the_servers_own_histograms() -> None:
+    """The benchmark's server-side breakdown: a real Metrics registry's exposition, observed between two
+    scrapes, gives each stage's mean over exactly those requests."""
+    from prometheus_client import generate_latest
+
+    from benchmarks.loadgen import stage_means_ms, stage_totals
+    from serving.metrics import Metrics
+
+    m = Metrics()
+    m.stages["blend"].observe(0.5)  # before the phase: must not count
+    before = stage_totals(generate_latest(m.registry).decode())
+    for seconds in (0.002, 0.004):
+        m.stages["feature_read"].observe(seconds)
+    m.stages["blend"].observe(0.0003)
+    after = stage_totals(generate_latest(m.registry).decode())
+    assert before == {"blend": {"sum": 0.5, "count": 1.0}}
+    assert stage_means_ms(before, after) == {"feature_read": 3.0, "blend": 0.3}
+    assert stage_means_ms(after, after) == {}  # no request in between: no stage
+
+
+def test_stages_are_summed_over_every_replica() -> None:
+    from benchmarks.loadgen import scrape_stages
+
+    bodies = [
+        b'cliffhanger_stage_seconds_sum{stage="rules"} 0.25\ncliffhanger_stage_seconds_count{stage="rules"} 100.0\n',
+        b'cliffhanger_stage_seconds_sum{stage="rules"} 0.75\ncliffhanger_stage_seconds_count{stage="rules"} 300.0\n',
+    ]
+
+    async def main():
+        servers = []
+        for body in bodies:
+
+            async def handle(reader, writer, body=body):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                writer.close()
+
+            servers.append(await asyncio.start_server(handle, "127.0.0.1", 0))
+        try:
+            return await scrape_stages([s.sockets[0].getsockname()[1] for s in servers])
+        finally:
+            for s in servers:
+                s.close()
+
+    assert asyncio.run(main()) == {"rules": {"sum": 1.0, "count": 400.0}}
