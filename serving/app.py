@@ -342,7 +342,8 @@ def create_app(
         headers = {**playlist.headers, "X-Serving-Cache": status}
         return Response(playlist.body, media_type=hls.CONTENT_TYPE, headers=headers)
 
-    @app.api_route("/chunks/{episode_id}/{rendition}/v{version}/{name}", methods=["GET", "HEAD"])
+    @app.get("/chunks/{episode_id}/{rendition}/v{version}/{name}", response_model=None)
+    @app.head("/chunks/{episode_id}/{rendition}/v{version}/{name}", include_in_schema=False)  # one operation id
     async def chunk(episode_id: str, rendition: str, version: str, name: str) -> Response:
         if state.live is None:
             raise NotReady("not started")

@@ -217,6 +217,9 @@ def test_metrics_docs_and_probes(server, seeded) -> None:
     spec = httpx.get(server.url + "/openapi.json").json()
     params = spec["paths"]["/v1/users/{user_id}/recommendations"]["get"]["parameters"]
     assert {p["name"] for p in params} == {"user_id", "context", "series_id", "episode_id", "n", "country", "device"}
+    ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), ids  # client generators refuse duplicate operation ids
+    assert "get" in spec["paths"]["/chunks/{episode_id}/{rendition}/v{version}/{name}"]
 
 
 def test_not_ready_without_a_bundle(local_stack, catalog_path, tmp_path, serve) -> None:
