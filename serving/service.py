@@ -16,10 +16,9 @@ Caching contract:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -47,12 +46,24 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 NO_STORE = (b"cache-control", b"no-store")
 
 
-@dataclasses.dataclass(frozen=True)
-class Rendered:
+class Rendered(NamedTuple):
+    """An answer as sent."""
+
     body: bytes
     headers: Mapping[str, str]
     rung: str
-    raw_headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)  # ASGI form, with type/length
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # ASGI form, with type and length
+
+    def cached(self) -> tuple:
+        """The form the response cache holds: an exact tuple of bytes, strings and tuples, which the
+        garbage collector stops tracking (a dict or a named tuple inside would keep it tracked; see
+        serving/cache.py for why that matters)."""
+        return (self.body, tuple(list(self.headers.items())), self.rung, self.raw_headers)  # items first: one pass
+
+    @classmethod
+    def from_cached(cls, cached: tuple) -> Rendered:
+        body, headers, rung, raw_headers = cached
+        return cls(body, dict(headers), rung, raw_headers)
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -150,12 +161,13 @@ class RecommendationService:
             rec = await self.recommender.recommend(req)
             fresh = self.freshness(req, rec, rate)
             rendered = self.render(req, rec, fresh)
-            return Computed(rendered, fresh.max_age_s, fresh.swr_s, tags=tuple(rendered.headers["xkey"].split()))
+            tags = tuple(rendered.headers["xkey"].split())
+            return Computed(rendered.cached(), fresh.max_age_s, fresh.swr_s, tags=tags)
 
-        rendered, status = await self.cache.get_or_compute(key, compute)
+        cached, status = await self.cache.get_or_compute(key, compute)
         self.metrics.cache_lookup(status)
         self.metrics.cache_entries.set(len(self.cache))
-        return rendered, status
+        return Rendered.from_cached(cached), status
 
     def surrogate_keys(self, req: RecRequest, rec: Recommendation) -> list[str]:
         keys = [edge_keys.user_key(req.user_id, self.secret)]
@@ -208,6 +220,9 @@ class RecommendationService:
             "X-Bundle-Version": rec.bundle_version,
         }
         data = orjson.dumps(body)
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        raw += [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+        raw = (
+            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+            *JSON_HEADERS,
+            (b"content-length", str(len(data)).encode()),
+        )
         return Rendered(data, headers, rec.rung, raw)
