@@ -1,6 +1,7 @@
-"""What a full response cache costs the garbage collector: the pause of one full collection.
+"""What a full response cache and a full last-known-rows store cost the garbage collector: the pause
+of one full collection.
 
-    python -m benchmarks.gc_pause --entries 50000 --out gc_pause.json
+    python -m benchmarks.gc_pause --entries 50000 --rows 20000 --out gc_pause.json
 
 Why it matters: a full (generation 2) collection walks every tracked object, and while it runs the
 event loop stops, so every request in flight waits. A long-running server fills its response cache
@@ -13,6 +14,11 @@ with their ~25 surrogate keys. Everything made before the fill is frozen (`gc.fr
 does after loading a bundle), so what a collection walks is what the cache added. The JSON holds
 the tracked objects the fill added, and the median full-collection time (of 5) with the cache empty
 and with it full.
+
+Then `--rows` user rows shaped like the emulator's (13 `u` columns, two continue-watching series,
+eight completed episodes, a 9.5 KB binary candidate list) go into a `LastKnown` (serving/last_known.py),
+and the same number again are kept as FeatureRow objects, as LastKnown held them before: tracked
+objects and full-collection time for each.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import time
 
 from serving import rules
 from serving.cache import TtlCache
+from serving.feature_store import FeatureRow
+from serving.last_known import LastKnown
 from serving.metrics import Metrics
 from serving.recommend import Recommendation, RecRequest
 from serving.service import RecommendationService
@@ -42,6 +50,36 @@ class _StubRecommender:
         ]
         freshness = {"feature_age_ms": 1200, "served_stale": False, "stale_parts": [], "generated_ms": 0}
         return Recommendation(items, "personalized", "onnx", [], "bench-v1", freshness, (req.country, req.device))
+
+
+def user_row(i: int) -> FeatureRow:
+    u = {f"feature_{k:02d}": (i * k) % 97 / 7 for k in range(11)}
+    u |= {"country": "US", "genre_affinity": [0.1, 0.05, 0.3, 0.2, 0.15, 0.2]}
+    values = {
+        "u": u,
+        "cw": {f"s{i % 120:04d}": {"episode_id": f"s{i % 120:04d}e004", "completed": False, "updated_ms": i}},
+        "done": {f"s{i % 120:04d}e{k:03d}": 1 for k in range(1, 9)},
+        "cand": {"list": b"\0CHL1" + bytes(9_500)},
+    }
+    values["cw"][f"s{(i + 7) % 120:04d}"] = {"episode_id": "x", "completed": True, "updated_ms": i}
+    stamps = {family: dict.fromkeys(columns, 1_795_000_000_000 + i) for family, columns in values.items()}
+    return FeatureRow(f"u#user-{i}".encode(), values, stamps)
+
+
+def _rows_cost(rows: int) -> dict[str, float]:
+    """Tracked objects and full-collection ms of `rows` user rows held by LastKnown, then as objects."""
+    out: dict[str, float] = {}
+    last = LastKnown(rows)
+    before = len(gc.get_objects())
+    for i in range(rows):
+        last.put(f"h{i}", user_row(i))
+    out["last_known_full_collection_ms"] = round(_full_collection_ms(), 3)  # these collections untrack tuples
+    out["last_known_tracked_objects"] = len(gc.get_objects()) - before
+    held = [user_row(i) for i in range(rows)]
+    out["as_objects_full_collection_ms"] = round(_full_collection_ms(), 3)
+    out["as_objects_tracked_objects"] = len(gc.get_objects()) - before - out["last_known_tracked_objects"]
+    del held, last
+    return out
 
 
 def _full_collection_ms(repeats: int = 5) -> float:
@@ -64,6 +102,7 @@ async def _fill(service: RecommendationService, entries: int) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=50_000)
+    parser.add_argument("--rows", type=int, default=20_000, help="last-known user rows (0: skip)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     settings = ServingSettings.from_env({"CLIFFHANGER_EDGE_KEY_SECRET": "bench-secret"})
@@ -83,12 +122,23 @@ def main(argv: list[str] | None = None) -> dict:
         "full_collection_ms_full": round(full_ms, 3),
         "fill_s": round(fill_s, 2),
     }
+    if args.rows:
+        gc.collect()
+        gc.freeze()  # the filled cache is not part of what the rows cost
+        results.update({"rows": args.rows, **_rows_cost(args.rows)})
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(
         f"{results['entries']} cached answers: {results['tracked_objects_added']} tracked objects added; "
-        f"a full collection takes {full_ms:.2f} ms (empty cache: {empty_ms:.2f} ms); wrote {args.out}"
+        f"a full collection takes {full_ms:.2f} ms (empty cache: {empty_ms:.2f} ms)"
     )
+    if args.rows:
+        print(
+            f"{args.rows} last-known rows: {results['last_known_tracked_objects']} tracked objects, full collection "
+            f"{results['last_known_full_collection_ms']:.2f} ms; held as FeatureRow objects: "
+            f"{results['as_objects_tracked_objects']} objects, {results['as_objects_full_collection_ms']:.2f} ms"
+        )
+    print(f"wrote {args.out}")
     return results
 
 

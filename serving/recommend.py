@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -35,6 +34,7 @@ from serving import candidates as cand_mod
 from serving import rerank, rules
 from serving.bundle_watch import BundleHolder, ServingBundle
 from serving.feature_store import FeatureRow, FeatureStore
+from serving.last_known import LastKnown
 from serving.metrics import Metrics
 from serving.retrieval import retrieve
 from serving.settings import ServingSettings
@@ -82,23 +82,6 @@ class Recommendation:
     @property
     def degraded(self) -> bool:
         return self.rung in FALLBACK_RUNGS or self.ranking != "onnx" or bool(self.fallbacks)
-
-
-class LastKnown:
-    """Bounded LRU of the last successfully read user rows, keyed by the user's keyed hash."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._rows: OrderedDict[str, FeatureRow] = OrderedDict()
-
-    def put(self, key: str, row: FeatureRow) -> None:
-        self._rows[key] = row
-        self._rows.move_to_end(key)
-        while len(self._rows) > self.max_entries:
-            self._rows.popitem(last=False)
-
-    def get(self, key: str) -> FeatureRow | None:
-        return self._rows.get(key)
 
 
 class Recommender:
