@@ -138,7 +138,7 @@ async def test_purge_during_compute_is_not_stored() -> None:
 async def test_cached_answers_drop_out_of_the_garbage_collectors_view() -> None:
     """A full collection walks every tracked object, and its pause stalls every request in flight. The
     cache's entries, its tag index and the rendered answers it holds must end up untracked, so a cache
-    of 50,000 answers costs a collection nothing (it was 110 ms for 21,000 when they were objects)."""
+    of 50,000 answers costs a collection nothing (164 ms when they were objects: benchmarks/gc_pause.py)."""
     import gc
 
     from serving.service import Rendered

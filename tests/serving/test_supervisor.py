@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cliffhanger.localstack import free_port
 from serving import supervisor
 from serving.settings import ServingConfigError
 from tests.serving.conftest import serving_env
@@ -42,16 +41,10 @@ def test_bad_configuration_names_the_flag_or_variable(env, replicas, port, names
         supervisor.check_config(env, replicas, "127.0.0.1", port)
 
 
-def _free_pair() -> int:
-    """A port p such that p and p + 1 are both free now (free_port alone says nothing of p + 1)."""
-    port = free_port()
-    while supervisor.port_in_use(port + 1):
-        port = free_port()
-    return port
-
-
 def test_a_feed_turned_off_is_fine_and_a_busy_port_is_named() -> None:
-    supervisor.check_config({"CLIFFHANGER_CATALOG_SUBSCRIPTION": ""}, 2, "127.0.0.1", _free_pair())
+    from benchmarks.serving_latency import replica_ports  # two free consecutive ports
+
+    supervisor.check_config({"CLIFFHANGER_CATALOG_SUBSCRIPTION": ""}, 2, "127.0.0.1", replica_ports(2))
     import socket
 
     with socket.socket() as busy:
@@ -69,9 +62,9 @@ def _start(env: dict[str, str], replicas: int, port: int) -> subprocess.Popen:
 
 def _start_pair(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     """`python -m serving --replicas 2` on two free consecutive ports, once both answer /readyz."""
-    from benchmarks.serving_latency import wait_ready
+    from benchmarks.serving_latency import replica_ports, wait_ready
 
-    port = _free_pair()
+    port = replica_ports(2)
     proc = _start(env, 2, port)
     try:
         wait_ready(port, proc, timeout_s=180, replicas=2)
