@@ -17,7 +17,7 @@ A spec with a column not in MICRODRAMA_FEATURES is refused at bundle load (`chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -63,7 +63,6 @@ class EpisodeTable:
         self.unknown = len(episode_ids)
         self._byte_keys = _ByteKeys(self.episode_ids)
         self._item_rows: tuple[int, np.ndarray] | None = None  # (ItemStats.version, table row -> its row)
-        self.series_ids = np.asarray([*series_ids, ""], dtype=object)
         self.series_code_of = {sid: i for i, sid in enumerate(dict.fromkeys(series_ids))}
         none = len(self.series_code_of)  # the unknown row's "no series"
         self.series_codes = np.asarray([*(self.series_code_of[s] for s in series_ids), none], dtype=np.intp)
@@ -107,7 +106,7 @@ class EpisodeTable:
         """The candidates at these table `rows` (`rows(episode_ids)`, or a pool's); item_stats:
         [n, len(ITEM_COLUMNS)] float32 for them (zeros where unknown)."""
         return CandidateColumns(
-            series_ids=self.series_ids[rows],
+            series_ids=None,  # series_codes stand for them
             episode_numbers=self.episode_numbers[rows],
             genre_weights=self.genre_weights[rows],
             retrieval_scores=np.asarray(retrieval_scores, dtype=np.float32),
@@ -180,16 +179,24 @@ def rank(pool: Pool, scores: np.ndarray) -> Iterator[Ranked]:
         raise ValueError(
             f"ranker returned {scores.shape[0]} scores (finite: {np.isfinite(scores).all()}) for {len(pool)} candidates"
         )
-    order = np.argsort(-scores, kind="stable").tolist()
-    return _ranked(pool, order, scores.tolist())
+    return _ranked(pool, np.argsort(-scores, kind="stable"), scores)
 
 
 def retrieval_order(pool: Pool) -> Iterator[Ranked]:
     """The degraded rung: pool order, scored by retrieval score."""
-    return _ranked(pool, range(len(pool)), pool.retrieval_scores.tolist())
+    return _ranked(pool, np.arange(len(pool)), pool.retrieval_scores)
 
 
-def _ranked(pool: Pool, order: Iterable[int], values: Sequence[float]) -> Iterator[Ranked]:
+_CHUNK = 32  # candidates turned into Python values at a time
+
+
+def _ranked(pool: Pool, order: np.ndarray, values: np.ndarray) -> Iterator[Ranked]:
+    """Ranked candidates in `order`, converted from numpy a chunk at a time: the rules usually take a
+    few dozen, and converting all ~500 rows, codes and scores up front made ~2,000 Python objects per
+    request that were never used."""
     ids, names = pool.index.episode_ids, pool.names
-    rows, codes = pool.rows.tolist(), pool.source_codes.tolist()
-    return (Ranked(ids[rows[i]], values[i], names[codes[i]]) for i in order)
+    rows, codes = pool.rows, pool.source_codes
+    for start in range(0, len(order), _CHUNK):
+        at = order[start : start + _CHUNK]
+        for row, code, value in zip(rows[at].tolist(), codes[at].tolist(), values[at].tolist(), strict=True):
+            yield Ranked(ids[row], value, names[code])

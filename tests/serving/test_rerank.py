@@ -136,6 +136,26 @@ def test_rank_orders_by_score_and_keeps_pool_order_on_ties() -> None:
     assert got[0].reason == "trending"
 
 
+@pytest.mark.parametrize("take", [0, 1, 31, 32, 33, 64, 100, 500])
+def test_rank_across_conversion_chunks_equals_a_full_stable_sort(take: int) -> None:
+    """rank() turns candidates into Python values a chunk at a time; any prefix the rules take, across
+    chunk boundaries and with many tied scores, is the prefix of a full stable sort."""
+    import itertools
+
+    rng = np.random.default_rng(take)
+    ids = [f"e{i}" for i in range(500)]
+    sources = ("two_tower", "trending", "continue_watching")
+    pool = Pool.of([Candidate(e, sources[i % 3], float(i)) for i, e in enumerate(ids)])
+    scores = rng.integers(0, 40, 500).astype(np.float32) / 40  # ~12 candidates share each score
+    order = sorted(range(500), key=lambda i: -scores[i])  # Python's sort is stable
+    want = [(ids[i], float(scores[i]), sources[i % 3]) for i in order][:take]
+    got = list(itertools.islice(rank(pool, scores), take))
+    assert [tuple(r) for r in got] == want
+    assert [tuple(r) for r in retrieval_order(pool)][:take] == [
+        (e, float(i), sources[i % 3]) for i, e in enumerate(ids)
+    ][:take]
+
+
 def test_rank_refuses_bad_scores_so_the_caller_falls_back() -> None:
     with pytest.raises(ValueError):
         rank(POOL, np.array([0.1, np.nan, 0.3], np.float32))
