@@ -20,7 +20,7 @@ $(STAMP): requirements.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	TF_USE_LEGACY_KERAS=1 $(PY) -c "import apache_beam, google.cloud.bigtable, tensorflow_recommenders, scann, onnxruntime, fastapi"
+	TF_USE_LEGACY_KERAS=1 $(PY) -c "import apache_beam, google.cloud.bigtable, tensorflow_recommenders, scann, onnxruntime, fastapi, numba"
 	@touch $@
 
 venv: $(STAMP)

@@ -24,6 +24,15 @@ setup(
             "scann==1.4.2",
             "tf2onnx==1.17.0",
         ],
-        "serve": ["onnxruntime", "fastapi", "uvicorn", "uvloop", "httptools", "prometheus-client", "scann==1.4.2"],
+        "serve": [
+            "onnxruntime",
+            "numba",
+            "fastapi",
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "prometheus-client",
+            "scann==1.4.2",
+        ],
     },
 )

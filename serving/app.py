@@ -39,7 +39,7 @@ from cliffhanger.catalog import Catalog
 from cliffhanger.events import DEVICES
 from serving import candidates as cand_mod
 from serving import chunks as chunks_mod
-from serving import hls, replica
+from serving import hls, kernels, replica
 from serving.bundle_watch import BundleHolder, BundleWatcher
 from serving.cache import TtlCache
 from serving.catalog_feed import CatalogFeed
@@ -176,6 +176,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: C901 - wiring only
+        kernels.warm()  # compiled loops (serving/kernels.py): ~0.2 s from numba's cache, before any request
         executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="serving")
         s = settings
         state.catalog = catalog or Catalog.load(s.catalog_path)

@@ -33,9 +33,11 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from cliffhanger.catalog import Catalog
+from serving import kernels
 
 TWO_TOWER, CONTINUE_WATCHING, TRENDING = "two_tower", "continue_watching", "trending"
 _NO_ROWS = np.zeros(0, dtype=np.intp)
+_NO_SCORES = np.zeros(0, dtype=np.float64)
 
 
 class Candidate(NamedTuple):
@@ -154,18 +156,6 @@ def _columns(items: SourceItems) -> tuple[Sequence[str] | np.ndarray, np.ndarray
     return [e for e, _ in items], np.asarray([x for _, x in items], dtype=np.float64)
 
 
-def _firsts(rows: np.ndarray, size: int) -> np.ndarray | None:
-    """Positions of each row's first occurrence, in order; None when no row repeats (the usual case:
-    a retrieval list has no repeats, checked with one scatter instead of a sort)."""
-    if len(rows) < 2:
-        return None
-    mark = np.zeros(size, dtype=bool)
-    mark[rows] = True
-    if np.count_nonzero(mark) == len(rows):
-        return None
-    return np.sort(np.unique(rows, return_index=True)[1])
-
-
 def blend(
     sources: Mapping[str, SourceItems],
     ratios: Mapping[str, float],
@@ -187,49 +177,27 @@ def blend(
             unknown += len(rows) - int(np.count_nonzero(known))
             rows, scores = rows[known], scores[known]
         rows_of[name] = (rows, scores)
-    r_rows, r_scores = rows_of.get(retrieval_source, (_NO_ROWS, np.zeros(0)))
-    floor = float(r_scores.min()) if len(r_scores) else 0.0
+    r_rows, r_scores = rows_of.get(retrieval_source, (_NO_ROWS, _NO_SCORES))
     # Shortest sources first: they claim shared episodes and pass their unused quota on.
     names = sorted(
         (n for n, (rows, _) in rows_of.items() if len(rows) and ratios.get(n, 0.0) > 0),
         key=lambda n: len(rows_of[n][0]),
     )
-    left, ratio_left = pool_size, sum(ratios[n] for n in names)
-    seen = np.zeros(size, dtype=bool)
-    row_parts, slot_parts, code_parts, score_parts = [], [], [], []
-    for code, name in enumerate(names):
-        rows, scores = rows_of[name]
-        quota = left if code == len(names) - 1 else round(left * ratios[name] / ratio_left)
-        firsts = _firsts(rows, size)  # None: no repeats, every position is a first occurrence
-        positions = np.flatnonzero(~seen[rows]) if firsts is None else firsts[~seen[rows[firsts]]]
-        positions = positions[:quota]
-        taken = rows[positions]
-        seen[taken] = True
-        row_parts.append(taken)
-        slot_parts.append((np.arange(len(taken)) + 0.5) / ratios[name])  # slot key: interleave by ratio
-        code_parts.append(np.full(len(taken), code, dtype=np.intp))
-        if name == retrieval_source:
-            score_parts.append(scores[positions])
-        elif len(taken) and len(r_rows):  # a repeat in the retrieval list keeps its first (best) score
-            match = r_rows == taken[:, None]  # [taken, retrieval list]: other sources are short
-            score_parts.append(np.where(match.any(axis=1), r_scores[match.argmax(axis=1)], floor))
-        else:
-            score_parts.append(np.full(len(taken), floor))
-        left -= len(taken)
-        ratio_left -= ratios[name]
-    if not row_parts:
-        return Pool(_NO_ROWS, _NO_ROWS, (), np.zeros(0), index, unknown)
-    # Parts are in source order and each part's slots increase, so a stable sort on the slot key alone
-    # breaks ties between sources by their order (shortest first).
-    order = np.argsort(np.concatenate(slot_parts), kind="stable")
-    return Pool(
-        np.concatenate(row_parts)[order],
-        np.concatenate(code_parts)[order],
-        tuple(names),
-        np.concatenate(score_parts)[order],
-        index,
-        unknown,
+    if not names:
+        return Pool(_NO_ROWS, _NO_ROWS, (), _NO_SCORES, index, unknown)
+    parts = [rows_of[n][0] for n in names]
+    starts = np.zeros(len(parts) + 1, dtype=np.intp)
+    np.cumsum([len(p) for p in parts], out=starts[1:])
+    rows, codes, scores = kernels.blend_rows(
+        np.concatenate(parts).astype(np.intp, copy=False),
+        starts,
+        np.asarray([float(ratios[n]) for n in names]),
+        r_rows.astype(np.intp, copy=False),
+        r_scores,
+        pool_size,
+        size,
     )
+    return Pool(rows, codes, tuple(names), scores, index, unknown)
 
 
 def continue_watching_items(cw: Mapping[str, Mapping], catalog: Catalog) -> list[tuple[str, float]]:
