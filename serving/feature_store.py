@@ -38,6 +38,7 @@ class FeatureStore:
         self._table = table
         self._direct_call = None  # raw ReadRows stub, built on first read_direct()
         self._aio = None  # the same stub on a grpc.aio channel, built on first read_async()
+        self._point_prefix: bytes | None = None  # serialized ReadRowsRequest without its row set
 
     @classmethod
     def open(cls, project: str, instance: str, table: str) -> FeatureStore:
@@ -70,7 +71,9 @@ class FeatureStore:
                 for col, cells in columns.items():
                     name = col.decode()
                     values.setdefault(family, {})[name] = decode(cells[0].value)
-                    stamps.setdefault(family, {})[name] = int(cells[0].timestamp.timestamp() * 1000)
+                    stamps.setdefault(family, {})[name] = (
+                        cells[0].timestamp_micros // 1000
+                    )  # exact (a datetime.timestamp() float can round 1001 ms down)
             out[row.row_key] = FeatureRow(row.row_key, values, stamps)
         return out
 
@@ -104,20 +107,39 @@ class FeatureStore:
         loop); the same read with grpc.aio cost 0.25 ms. Raises grpc.aio.AioRpcError (its `code()` is
         DEADLINE_EXCEEDED on a timeout, UNAVAILABLE when the server is down). The aio channel belongs to
         the event loop that made it (a new loop gets a new one)."""
-        request = self._request(row_keys, column_range)
-        if request is None:
+        keys = list(dict.fromkeys(row_keys))
+        if not keys:
             return {}
+        if column_range is None:
+            request = self._point_read_bytes(keys)
+        else:
+            request = self._request(keys, column_range).SerializeToString()
         rows = _RowFolder()
         async for response in self._aio_call()(request, timeout=timeout_s):
             rows.feed(response)
         return rows.out
 
+    def _point_read_bytes(self, keys: list[bytes]) -> bytes:
+        """The serialized ReadRowsRequest for these keys, latest cell per column, without building a
+        message: the fixed part (table name, filter) is serialized once, and the row set is appended as
+        field 2 (protobuf merges fields in any order). ~15 us of the request path per read."""
+        if self._point_prefix is None:
+            self._point_prefix = self._base_request(None).SerializeToString()
+        row_set = b"".join(map(_row_key_field, keys))
+        return self._point_prefix + _ROW_SET_FIELD + _varint(len(row_set)) + row_set
+
     def _request(self, row_keys: Iterable[bytes], column_range: tuple[str, str, str] | None):
         keys = list(dict.fromkeys(row_keys))
         if not keys:
             return None
-        request = self._request_cls()(table_name=self._table.name)
+        request = self._base_request(column_range)
         request.rows.row_keys.extend(keys)
+        return request
+
+    def _base_request(self, column_range: tuple[str, str, str] | None):
+        """A ReadRowsRequest without its row set: the table and the filter (latest cell per column,
+        optionally one family's column range)."""
+        request = self._request_cls()(table_name=self._table.name)
         if column_range is None:
             request.filter.cells_per_column_limit_filter = 1
         else:
@@ -142,7 +164,6 @@ class FeatureStore:
             import grpc
             from google.cloud.bigtable_v2.types import bigtable as bigtable_types
 
-            request_cls = bigtable_types.ReadRowsRequest.pb()
             response_cls = bigtable_types.ReadRowsResponse.pb()
             emulator = os.environ.get("BIGTABLE_EMULATOR_HOST")
             if emulator:
@@ -155,10 +176,10 @@ class FeatureStore:
                     credentials=self._table._instance._client._credentials,
                     scopes=["https://www.googleapis.com/auth/bigtable.data.readonly"],
                 )
-            call = channel.unary_stream(
+            call = channel.unary_stream(  # requests arrive serialized (read_async)
                 "/google.bigtable.v2.Bigtable/ReadRows",
-                request_serializer=request_cls.SerializeToString,
                 response_deserializer=response_cls.FromString,
+                _registered_method=True,  # as generated stubs do: the method is registered once, not per call
             )
             self._aio = (loop, call)
         return self._aio[1]
@@ -188,6 +209,23 @@ class FeatureStore:
             )
             self._direct_call = (call, request_cls)
         return self._direct_call
+
+
+_ROW_SET_FIELD = b"\x12"  # ReadRowsRequest.rows (field 2, length-delimited)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _row_key_field(key: bytes) -> bytes:
+    """RowSet.row_keys (field 1, length-delimited) holding `key`."""
+    return b"\x0a" + _varint(len(key)) + key
 
 
 class _RowFolder:
