@@ -137,6 +137,77 @@ def blend_rows(rows, starts, ratios, r_rows, r_scores, pool_size, size):
     return out_rows[order], out_codes[order], out_scores[order]
 
 
+@njit(cache=True, boundscheck=True)
+def pick_rows(
+    order,
+    rows,
+    series_of,
+    series_start,
+    series_len,
+    entry_offset,
+    completed,
+    release_ms,
+    licensed,
+    now_ms,
+    next_row,
+    n,
+    max_per_series,
+    unknown,
+):
+    """serving.rules.apply_rules over catalog rows (serving.rules.apply_rules_rows builds the inputs).
+    Candidates are `rows[order]`, best first. Each is mapped to its series' entry row (from
+    `entry_offset[series]`, the first row not `completed`), then skipped when unknown, already listed,
+    completed, not released or licensed, or over `max_per_series`; `next_row` (-1: none) is pinned
+    first. Returns (candidate positions taken, their entry rows, counts [unknown, unlicensed,
+    completed, duplicate, series_cap]); the pinned row is entries[0] with position -1."""
+    taken = np.empty(n + 1, dtype=np.intp)
+    entries = np.empty(n + 1, dtype=np.intp)
+    counts = np.zeros(5, dtype=np.int64)
+    seen = np.zeros(len(series_of), dtype=np.bool_)
+    per_series = np.zeros(len(series_start) + 1, dtype=np.int64)
+    k = 0
+    if next_row >= 0 and n > 0 and max_per_series > 0:
+        taken[0] = -1
+        entries[0] = next_row
+        seen[next_row] = True
+        per_series[series_of[next_row]] += 1
+        k = 1
+    for i in order:
+        if k >= n:
+            break
+        r = rows[i]
+        if r >= unknown:
+            counts[0] += 1
+            continue
+        if seen[r]:
+            counts[3] += 1
+            continue
+        s = series_of[r]
+        entry = -1
+        for e in range(series_start[s] + entry_offset[s], series_start[s] + series_len[s]):
+            if not completed[e]:
+                entry = e
+                break
+        if entry < 0:
+            counts[2] += 1
+            continue
+        if seen[entry]:
+            counts[3] += 1
+            continue
+        if release_ms[entry] > now_ms or not licensed[s]:
+            counts[1] += 1
+            continue
+        if per_series[s] >= max_per_series:
+            counts[4] += 1
+            continue
+        taken[k] = i
+        entries[k] = entry
+        seen[entry] = True
+        per_series[s] += 1
+        k += 1
+    return taken[:k], entries[:k], counts
+
+
 def warm() -> None:
     """Compile (or load from the cache) every kernel with each argument type the request path passes,
     so that no request pays for a compilation: arrays parsed from a Bigtable cell are read-only views
@@ -149,6 +220,9 @@ def warm() -> None:
         one = np.zeros(1, dtype=np.intp)
         scores = _array(np.zeros(1), writable)
         blend_rows(one, np.array([0, 1], dtype=np.intp), np.ones(1), one, scores, 1, 1)
+    flag = np.zeros(2, dtype=np.bool_)
+    zero = np.zeros(1, dtype=np.intp)
+    pick_rows(zero, zero, zero, zero, zero, zero, flag, np.zeros(1, dtype=np.int64), flag, 0, -1, 1, 1, 1)
 
 
 def _array(a: np.ndarray, writable: bool) -> np.ndarray:

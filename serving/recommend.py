@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
+
+import numpy as np
 
 from cliffhanger.catalog import Catalog
 from serving import blend as blend_mod
@@ -149,7 +150,7 @@ class Recommender:
         t3 = time.perf_counter()
         stage["blend"].observe(t3 - t2)
 
-        ranked, ranking, item_cover, top = self._rerank(bundle, episodes, pool, u, cw, fallbacks)
+        rows, order, values, ranking, item_cover, top = self._rerank(bundle, episodes, pool, u, cw, fallbacks)
         t4 = time.perf_counter()
         stage["rerank"].observe(t4 - t3)
 
@@ -157,9 +158,13 @@ class Recommender:
         nxt = None
         if req.context == "episode_end" and req.episode_id:
             nxt = rules.next_episode_to_watch(self.catalog, req.episode_id, done, req.country, now_ms)
-        picks = rules.apply_rules(
-            itertools.chain(ranked, self._backfill(req)),  # fewer than n survive the rules: top up
-            catalog=self.catalog,
+        picks = rules.apply_rules_rows(
+            rows,
+            order,
+            values,
+            pool.source_codes,
+            pool.names,
+            table=episodes,
             country=req.country,
             now_ms=now_ms,
             completed=done,
@@ -169,6 +174,7 @@ class Recommender:
             next_score=top,
             stats=stats,
             entry_points=cw,
+            backfill=self._backfill(req),  # fewer than n survive the rules: top up
         )
         picks = [rules.Pick(*p[:4], REASONS.get(p.reason, p.reason)) for p in picks]
         for name, count in vars(stats).items():
@@ -306,19 +312,19 @@ class Recommender:
         u: Any,
         cw: dict,
         fallbacks: list[str],
-    ) -> tuple[Iterable[rules.Ranked], str, float, float]:
-        """(ranked candidates, ranking, item-feature coverage, top score)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, float, float]:
+        """(the pool's rows in `episodes`, their ranking: positions best first, the score of each,
+        ranking name, item-feature coverage, top score)."""
         rows = pool.rows_in(episodes)  # blend's own rows: no second pass over ids
         stats, known = self.shared.item_stats_by_table(episodes, rows)
         cover = float(known.mean()) if len(pool) else 1.0
         try:  # the trainer's mapping (models.ranker_features): ctx_* columns come from cw, as in training
             X = rerank.feature_matrix(pool, user_u=u, user_cw=cw, episodes=episodes, item_stats=stats, rows=rows)
-            scores = bundle.ranker.score(X)
-            ranked = rerank.rank(pool, scores)
-            return ranked, "onnx", cover, float(scores.max()) if len(scores) else 1.0
+            order, scores = rerank.rank_order(pool, bundle.ranker.score(X))
+            return rows, order, scores, "onnx", cover, float(scores.max()) if len(scores) else 1.0
         except Exception:  # ranker failure: serve retrieval order, counted as a fallback
             fallbacks.append("ranker_error")
-            return rerank.retrieval_order(pool), "retrieval_order", cover, 1.0
+            return rows, np.arange(len(pool)), pool.retrieval_scores, "retrieval_order", cover, 1.0
 
 
 def _is_timeout(exc: BaseException) -> bool:

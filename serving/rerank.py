@@ -34,7 +34,7 @@ from models.ranker_features import (
 )
 from serving import kernels
 from serving.blend import Pool
-from serving.rules import Ranked
+from serving.rules import Ranked, RuleRows
 
 SERVING_SPEC = MICRODRAMA_FEATURES
 SERVING_COLUMNS = frozenset(SERVING_SPEC.columns)
@@ -70,17 +70,20 @@ class EpisodeTable:
         self.episode_numbers = np.asarray([*numbers, 0], dtype=np.float32)
         rows = [genre_weights(g) for g in genres] + [np.zeros(len(GENRES), dtype=np.float32)]
         self.genre_weights = np.stack(rows)
+        self.rule_rows: RuleRows | None = None  # the series rules' arrays, when built from a catalog
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> EpisodeTable:
         eps = list(catalog.episodes())
         genres = {s.series_id: s.genres for s in catalog}
-        return cls(
+        table = cls(
             [e.episode_id for e in eps],
             [e.series_id for e in eps],
             [e.episode_number for e in eps],
             [genres[e.series_id] for e in eps],
         )
+        table.rule_rows = RuleRows(catalog, table.series_codes, list(table.series_code_of))
+        return table
 
     def rows(self, episode_ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Table rows of these episodes (`unknown` for one the catalog does not have): serving.blend maps
@@ -165,12 +168,18 @@ def feature_matrix(
 def rank(pool: Pool, scores: np.ndarray) -> Iterator[Ranked]:
     """Candidates by descending score (ties keep pool order), lazily: the rules usually stop after a few
     dozen, so the other ~450 Ranked objects (and their ids) are never built."""
+    return _ranked(pool, *rank_order(pool, scores))
+
+
+def rank_order(pool: Pool, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the pool by descending score, ties in pool order; the scores as float32). A score
+    per candidate and all finite, or ValueError (the caller then serves retrieval order)."""
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     if scores.shape[0] != len(pool) or not np.all(np.isfinite(scores)):
         raise ValueError(
             f"ranker returned {scores.shape[0]} scores (finite: {np.isfinite(scores).all()}) for {len(pool)} candidates"
         )
-    return _ranked(pool, np.argsort(-scores, kind="stable"), scores)
+    return np.argsort(-scores, kind="stable"), scores
 
 
 def retrieval_order(pool: Pool) -> Iterator[Ranked]:

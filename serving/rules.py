@@ -15,10 +15,13 @@ Order of the final answer:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from cliffhanger.catalog import Catalog, Episode
+from serving import kernels
 
 NEXT_EPISODE = "next_episode"
 
@@ -102,15 +105,19 @@ def apply_rules(
     next_score: float = 1.0,
     stats: RuleStats | None = None,
     entry_points: Mapping[str, Mapping] | None = None,
+    start: Sequence[Pick] = (),
 ) -> list[Pick]:
     """The first `n` picks satisfying every rule, `next_episode` (already checked) pinned first.
 
     entry_points: the user's `cw` family (series -> playback state); when given, candidates are
-    mapped to their series' entry episode (see entry_episode)."""
+    mapped to their series' entry episode (see entry_episode). start: picks already made (they count
+    for duplicates and the per-series cap, and lead the answer)."""
     stats = stats if stats is not None else RuleStats()
-    out: list[Pick] = []
-    seen: set[str] = set()
+    out: list[Pick] = list(start)
+    seen: set[str] = {p.episode_id for p in out}
     per_series: dict[str, int] = {}
+    for p in out:
+        per_series[p.series_id] = per_series.get(p.series_id, 0) + 1
 
     def add(episode: Episode, score: float, reason: str) -> None:
         out.append(Pick(episode.episode_id, episode.series_id, episode.episode_number, score, reason))
@@ -149,4 +156,136 @@ def apply_rules(
             stats.series_cap += 1
             continue
         add(episode, cand.score, cand.reason)
+    return out
+
+
+class RuleRows:
+    """The catalog as arrays over the rows of the ranker's episode table (serving.rerank.EpisodeTable,
+    whose rows follow the catalog's order: each series' episodes are consecutive rows, in order), for
+    `apply_rules_rows`: each series' first row and episode count, each row's release time, and which
+    series are licensed in a country, cached until the next licensing window opens or closes."""
+
+    def __init__(self, catalog: Catalog, series_codes: np.ndarray, series_ids: Sequence[str]) -> None:
+        self.catalog = catalog
+        episodes = [e for sid in series_ids for e in catalog.series(sid).episodes]
+        self.unknown = len(episodes)
+        codes = np.asarray(series_codes[: self.unknown])
+        self.series_len = np.bincount(codes, minlength=len(series_ids)).astype(np.intp)
+        self.series_start = np.concatenate([[0], np.cumsum(self.series_len)[:-1]]).astype(np.intp)
+        if not np.array_equal(codes, np.repeat(np.arange(len(series_ids)), self.series_len)):
+            raise ValueError("the episode table's rows are not the catalog's series in order")
+        self.series_of = np.asarray(series_codes, dtype=np.intp)
+        self.release_ms = np.asarray([e.release_time_ms for e in episodes], dtype=np.int64)
+        self.series_ids = list(series_ids)
+        self._code = {sid: i for i, sid in enumerate(series_ids)}
+        self._licensed: dict[str, tuple[int, int, np.ndarray]] = {}  # country -> (from, until, mask)
+
+    def licensed(self, country: str, now_ms: int) -> np.ndarray:
+        """[series] bool: licensed in `country` at `now_ms` (Catalog.is_licensed for each series)."""
+        cached = self._licensed.get(country)
+        if cached is not None and cached[0] <= now_ms < cached[1]:
+            return cached[2]
+        mask = np.zeros(len(self.series_ids), dtype=np.bool_)
+        lo, hi = -(2**62), 2**62  # the span around now_ms with no window boundary inside
+        for code, sid in enumerate(self.series_ids):
+            series = self.catalog.series(sid)
+            mask[code] = series.is_licensed(country, now_ms)
+            window = series.licensing.get(country)
+            for edge in window or ():
+                if edge is None:
+                    continue
+                if edge <= now_ms:
+                    lo = max(lo, edge)
+                else:
+                    hi = min(hi, edge)
+        self._licensed[country] = (lo, hi, mask)
+        return mask
+
+    def entry_offsets(self, entry_points: Mapping[str, Mapping] | None) -> np.ndarray:
+        """[series] where each series is entered (entry_episode's start), from the user's `cw`."""
+        offsets = np.zeros(len(self.series_ids), dtype=np.intp)
+        for series_id, state in (entry_points or {}).items():
+            code = self._code.get(series_id)
+            if code is not None and state:
+                number = int(state.get("episode_number", 1))
+                offsets[code] = min(max(0, number if state.get("completed") else number - 1), self.series_len[code])
+        return offsets
+
+    def completed_rows(self, completed: Collection[str], index: Mapping[str, int]) -> np.ndarray:
+        mask = np.zeros(self.unknown + 1, dtype=np.bool_)
+        for episode_id in completed:
+            row = index.get(episode_id)
+            if row is not None:
+                mask[row] = True
+        return mask
+
+
+def apply_rules_rows(
+    rows: np.ndarray,
+    order: np.ndarray,
+    scores: np.ndarray,
+    codes: np.ndarray,
+    names: Sequence[str],
+    *,
+    table,
+    country: str,
+    now_ms: int,
+    completed: Collection[str],
+    n: int,
+    max_per_series: int,
+    next_episode: Episode | None = None,
+    next_score: float = 1.0,
+    stats: RuleStats | None = None,
+    entry_points: Mapping[str, Mapping] | None = None,
+    backfill: Iterable[Ranked] = (),
+) -> list[Pick]:
+    """`apply_rules` (entry points on) for candidates given as rows of `table` (an EpisodeTable with
+    `rule_rows`): candidate `i` is `rows[i]` with `scores[i]` and reason `names[codes[i]]`, taken in
+    `order` (a serving.blend.Pool's columns and a ranking of them); then,
+    when fewer than `n` survive, `backfill` through apply_rules itself. The same picks and counts as
+    apply_rules on the same candidates (tests/serving/test_rules.py), as one compiled loop
+    (serving/kernels.py) instead of a dozen look-ups per candidate."""
+    stats = stats if stats is not None else RuleStats()
+    rr: RuleRows = table.rule_rows
+    next_row = table.index.get(next_episode.episode_id, -1) if next_episode is not None else -1
+    taken, entries, counts = kernels.pick_rows(
+        np.asarray(order, dtype=np.intp),
+        rows,
+        rr.series_of,
+        rr.series_start,
+        rr.series_len,
+        rr.entry_offsets(entry_points),
+        rr.completed_rows(completed, table.index),
+        rr.release_ms,
+        rr.licensed(country, now_ms),
+        now_ms,
+        next_row,
+        n,
+        max_per_series,
+        rr.unknown,
+    )
+    stats.unknown, stats.unlicensed, stats.completed, stats.duplicate, stats.series_cap = (
+        a + b for a, b in zip(vars(stats).values(), counts.tolist(), strict=True)
+    )
+    out: list[Pick] = []
+    ids, episode = table.episode_ids, rr.catalog.episode
+    for i, row in zip(taken.tolist(), entries.tolist(), strict=True):
+        e = episode(ids[row])
+        if i < 0:
+            out.append(Pick(e.episode_id, e.series_id, e.episode_number, next_score, NEXT_EPISODE))
+        else:
+            out.append(Pick(e.episode_id, e.series_id, e.episode_number, float(scores[i]), names[codes[i]]))
+    if len(out) < n:  # the ranked candidates ran out: top up from the backfill, with the same state
+        out += apply_rules(
+            backfill,
+            catalog=rr.catalog,
+            country=country,
+            now_ms=now_ms,
+            completed=completed,
+            n=n,
+            max_per_series=max_per_series,
+            stats=stats,
+            entry_points=entry_points,
+            start=out,
+        )[len(out) :]
     return out

@@ -122,7 +122,11 @@ def test_columnar_blend_matches_the_reference_on_overlaps_and_repeats(seed: int)
         "continue_watching": source(rng.randint(0, 6), repeats=True),
         "trending": source(rng.randint(0, 10), repeats=False),
     }
-    ratios = {"two_tower": rng.choice([0.0, 0.5, 0.7, 1.0]), "continue_watching": 0.2, "trending": rng.choice([0.0, 0.3])}
+    ratios = {
+        "two_tower": rng.choice([0.0, 0.5, 0.7, 1.0]),
+        "continue_watching": 0.2,
+        "trending": rng.choice([0.0, 0.3]),
+    }
     pool_size = rng.randint(1, 70)
     want = _reference_blend(sources, ratios, pool_size)
     columns = dict(sources)

@@ -59,7 +59,9 @@ def test_warm_compiles_every_type_the_request_path_passes() -> None:
     from serving.candidates import encode_list, parse
 
     kernels.warm()
-    compiled = {k: len(getattr(kernels, k).signatures) for k in ("build_slots", "byte_key_rows", "blend_rows")}
+    compiled = {
+        k: len(getattr(kernels, k).signatures) for k in ("build_slots", "byte_key_rows", "blend_rows", "pick_rows")
+    }
     ids = [f"s{i // 10:03d}e{i % 10:03d}" for i in range(200)]
     table = EpisodeTable(ids, [e[:4] for e in ids], [1] * len(ids), [()] * len(ids))
     cell = parse(encode_list("v1", 0, [(e, 1.0 - i / 200) for i, e in enumerate(ids[::-1])]))  # read-only arrays
@@ -70,4 +72,19 @@ def test_warm_compiles_every_type_the_request_path_passes() -> None:
         index=table,
     )
     assert len(pool) == 100 and pool.unknown == 1
+    from serving.rerank import rank_order
+    from serving.rules import apply_rules_rows
+    from tests.factories import catalog
+
+    cat_table = EpisodeTable.from_catalog(catalog())
+    cat_pool = blend({"two_tower": [(e, 1.0) for e in cat_table.episode_ids]}, {"two_tower": 1.0}, 10, index=cat_table)
+    for order, scores in (
+        rank_order(cat_pool, np.linspace(0, 1, len(cat_pool))),
+        (np.arange(len(cat_pool)), cat_pool.retrieval_scores),
+    ):
+        picks = apply_rules_rows(
+            cat_pool.rows, order, scores, cat_pool.source_codes, cat_pool.names, table=cat_table, country="US",
+            now_ms=1, completed={"s0001e001"}, n=2, max_per_series=2, entry_points={"s0002": {"episode_number": 2}},
+        )  # fmt: skip
+        assert [p.episode_id for p in picks] in (["s0002e002", "s0001e002"], ["s0001e002", "s0002e002"])
     assert {k: len(getattr(kernels, k).signatures) for k in compiled} == compiled
