@@ -126,3 +126,35 @@ def test_stages_are_summed_over_every_replica() -> None:
                 s.close()
 
     assert asyncio.run(main()) == {"rules": {"sum": 1.0, "count": 400.0}}
+
+
+def test_hit_phases_start_from_fresh_entries() -> None:
+    """benchmarks.serving_latency.refresh_hits asks each hit-phase path again until the server answers
+    it as a fresh in-process hit: a stale answer means a revalidation (a miss) is still running."""
+    from benchmarks.serving_latency import refresh_hits
+
+    answers = {"/a": ["stale", "stale", "hit"], "/b": ["hit"], "/c": ["miss", "hit"]}
+    asked: list[str] = []
+
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                path = head.split(b" ", 2)[1].decode()
+                asked.append(path)
+                state = answers[path].pop(0) if len(answers[path]) > 1 else answers[path][0]
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nX-Serving-Cache: " + state.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+                )
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        await refresh_hits(server.sockets[0].getsockname()[1], ["/a", "/b", "/c"], "raw")
+        server.close()
+
+    asyncio.run(main())
+    assert asked == ["/a", "/a", "/a", "/b", "/c", "/c"]
