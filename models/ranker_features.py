@@ -165,21 +165,12 @@ def ranker_matrix_columns(
     spec: RankerFeatures = MICRODRAMA_FEATURES,
 ) -> np.ndarray:
     """[n, spec.n_features] float32, the values of `ranker_matrix` for the same candidates."""
-    u = user_u or {}
     cw = user_cw or {}
     n = len(cols.retrieval_scores)
-    mix = np.asarray([float((u.get("genre_mix_30m") or {}).get(g, 0.0)) for g in GENRES], dtype=np.float32)
     next_ep = np.zeros(n, dtype=np.float32)
     same_series = np.zeros(n, dtype=np.float32)
     if cw and cols.series_codes is not None and cols.series_code_of is not None:
-        code_of = cols.series_code_of
-        same = np.zeros(len(code_of) + 1, dtype=np.float32)
-        want = np.full(len(code_of) + 1, -1.0, dtype=np.float32)  # no episode number is -1
-        for series_id, state in cw.items():
-            code = code_of.get(series_id)
-            if code is not None and state:
-                same[code] = 1.0
-                want[code] = state["episode_number"] + (1 if state.get("completed") else 0)
+        same, want = series_context(cw, cols.series_code_of)
         same_series = same[cols.series_codes]
         next_ep = (want[cols.series_codes] == cols.episode_numbers).astype(np.float32)
     elif cw:
@@ -191,19 +182,64 @@ def ranker_matrix_columns(
                 want = state["episode_number"] + (1 if state.get("completed") else 0)
                 next_ep[i] = 1.0 if cols.episode_numbers[i] == want else 0.0
     stats = cols.item_stats
+    return finish_matrix(
+        user_u,
+        np.asarray(cols.retrieval_scores, dtype=np.float32),
+        # contiguous copies: numpy's float32 log1p may take another (SIMD) path on strided views
+        np.ascontiguousarray(stats[:, 0]),
+        np.ascontiguousarray(stats[:, 1]),
+        np.ascontiguousarray(stats[:, 2]),
+        np.asarray(cols.episode_numbers, dtype=np.float32),
+        cols.genre_weights,
+        next_ep,
+        same_series,
+        spec,
+    )
+
+
+def series_context(cw: Mapping[str, Mapping[str, Any]], code_of: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per series code (plus a last "no series" slot): (1 where the user has started the series, the
+    episode number that would be its next episode, -1 where none): the ctx_* columns gather these."""
+    same = np.zeros(len(code_of) + 1, dtype=np.float32)
+    want = np.full(len(code_of) + 1, -1.0, dtype=np.float32)  # no episode number is -1
+    for series_id, state in cw.items():
+        code = code_of.get(series_id)
+        if code is not None and state:
+            same[code] = 1.0
+            want[code] = state["episode_number"] + (1 if state.get("completed") else 0)
+    return same, want
+
+
+def finish_matrix(
+    user_u: Mapping[str, Any] | None,
+    retrieval_scores: np.ndarray,
+    plays_24h: np.ndarray,
+    completion_rate_24h: np.ndarray,
+    trending: np.ndarray,
+    episode_numbers: np.ndarray,
+    genre_weights: np.ndarray,
+    next_episode: np.ndarray,
+    same_series: np.ndarray,
+    spec: RankerFeatures = MICRODRAMA_FEATURES,
+) -> np.ndarray:
+    """The candidates' raw columns (each [n] float32, contiguous; genre_weights [n, G]) -> the matrix:
+    THE transformations of MICRODRAMA_FEATURES (logs, the genre affinity, the user's columns), shared
+    by ranker_matrix_columns and serving's compiled gather (serving.rerank.feature_matrix)."""
+    u = user_u or {}
+    n = len(retrieval_scores)
+    mix = np.asarray([float((u.get("genre_mix_30m") or {}).get(g, 0.0)) for g in GENRES], dtype=np.float32)
     values = {
-        "retrieval_score": cols.retrieval_scores,
+        "retrieval_score": retrieval_scores,
         "user_completion_rate_7d": float(u.get("completion_rate_7d", 0.0)),
         "user_skip_rate_7d": float(u.get("skip_rate_7d", 0.0)),
         "user_hover_skip_rate_7d": float(u.get("hover_skip_rate_7d", 0.0)),
         "user_log_binge_depth": math.log1p(float(u.get("binge_depth", 0))),
-        "user_genre_affinity": cols.genre_weights @ mix if n else np.zeros(0, dtype=np.float32),
-        # contiguous copies: numpy's float32 log1p may take another (SIMD) path on strided views
-        "item_log_plays_24h": np.log1p(np.ascontiguousarray(stats[:, 0])),
-        "item_completion_rate_24h": np.ascontiguousarray(stats[:, 1]),
-        "item_log_trending": np.log1p(np.ascontiguousarray(stats[:, 2])),
-        "item_log_episode_number": np.log1p(np.asarray(cols.episode_numbers, dtype=np.float32)),
-        "ctx_is_next_episode": next_ep,
+        "user_genre_affinity": genre_weights @ mix if n else np.zeros(0, dtype=np.float32),
+        "item_log_plays_24h": np.log1p(plays_24h),
+        "item_completion_rate_24h": completion_rate_24h,
+        "item_log_trending": np.log1p(trending),
+        "item_log_episode_number": np.log1p(episode_numbers),
+        "ctx_is_next_episode": next_episode,
         "ctx_same_series": same_series,
     }
     return spec.assemble(values, n)

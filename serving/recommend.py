@@ -316,12 +316,14 @@ class Recommender:
         """(the pool's rows in `episodes`, their ranking: positions best first, the score of each,
         ranking name, item-feature coverage, top score)."""
         rows = pool.rows_in(episodes)  # blend's own rows: no second pass over ids
-        stats, known = self.shared.item_stats_by_table(episodes, rows)
-        cover = float(known.mean()) if len(pool) else 1.0
+        stat_rows, store = self.shared.item_rows_by_table(episodes, rows)
+        cover = int(np.count_nonzero(stat_rows)) / len(pool) if len(pool) else 1.0
         try:  # the trainer's mapping (models.ranker_features): ctx_* columns come from cw, as in training
-            X = rerank.feature_matrix(pool, user_u=u, user_cw=cw, episodes=episodes, item_stats=stats, rows=rows)
+            X = rerank.feature_matrix(
+                pool, user_u=u, user_cw=cw, episodes=episodes, item_stats=store, rows=rows, stat_rows=stat_rows
+            )
             order, scores = rerank.rank_order(pool, bundle.ranker.score(X))
-            return rows, order, scores, "onnx", cover, float(scores.max()) if len(scores) else 1.0
+            return rows, order, scores, "onnx", cover, float(scores[order[0]]) if len(scores) else 1.0
         except Exception:  # ranker failure: serve retrieval order, counted as a fallback
             fallbacks.append("ranker_error")
             return rows, np.arange(len(pool)), pool.retrieval_scores, "retrieval_order", cover, 1.0

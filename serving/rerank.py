@@ -25,13 +25,7 @@ import numpy as np
 
 from cliffhanger.catalog import GENRES, Catalog
 from models.ranker import RankerFeatures
-from models.ranker_features import (
-    ITEM_COLUMNS,
-    MICRODRAMA_FEATURES,
-    CandidateColumns,
-    genre_weights,
-    ranker_matrix_columns,
-)
+from models.ranker_features import ITEM_COLUMNS, MICRODRAMA_FEATURES, finish_matrix, genre_weights, series_context
 from serving import kernels
 from serving.blend import Pool
 from serving.rules import Ranked, RuleRows
@@ -106,19 +100,6 @@ class EpisodeTable:
             self._item_rows = (version, mapping)
         return self._item_rows[1]
 
-    def columns(self, rows: np.ndarray, retrieval_scores: Sequence[float], item_stats: np.ndarray) -> CandidateColumns:
-        """The candidates at these table `rows` (`rows(episode_ids)`, or a pool's); item_stats:
-        [n, len(ITEM_COLUMNS)] float32 for them (zeros where unknown)."""
-        return CandidateColumns(
-            series_ids=None,  # series_codes stand for them
-            episode_numbers=self.episode_numbers[rows],
-            genre_weights=self.genre_weights[rows],
-            retrieval_scores=np.asarray(retrieval_scores, dtype=np.float32),
-            item_stats=np.asarray(item_stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS)),
-            series_codes=self.series_codes[rows],
-            series_code_of=self.series_code_of,
-        )
-
 
 class _ByteKeys:
     """Episode ids as fixed-width bytes -> table rows, without a Python string per id: each id's bytes
@@ -157,12 +138,30 @@ def feature_matrix(
     item_stats: np.ndarray,
     spec: RankerFeatures = SERVING_SPEC,
     rows: np.ndarray | None = None,
+    stat_rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """[len(pool), spec.n_features] float32. Items without features have zero stats (the caller counts them).
-    rows: `pool.rows_in(episodes)`, when the caller already has them."""
+    """[len(pool), spec.n_features] float32: the candidates' columns gathered in one compiled pass
+    (serving.kernels.gather_candidates), then the trainer's transforms (finish_matrix). Equal to the
+    training mapping (tests/serving/test_rerank.py). item_stats: [n, len(ITEM_COLUMNS)] for the
+    candidates (zeros where unknown), or, with `stat_rows` [n], a whole store (serving.shared.ItemStats)
+    and each candidate's row in it. rows: `pool.rows_in(episodes)`, when the caller already has them."""
     rows = pool.rows_in(episodes) if rows is None else rows
-    cols = episodes.columns(rows, pool.retrieval_scores, item_stats)
-    return ranker_matrix_columns(user_u, user_cw, cols, spec)
+    if stat_rows is None:
+        item_stats = np.ascontiguousarray(item_stats, dtype=np.float32).reshape(len(rows), len(ITEM_COLUMNS))
+        stat_rows = np.arange(len(rows))
+    same, want = series_context(user_cw or {}, episodes.series_code_of)
+    raw, gw = kernels.gather_candidates(
+        rows,
+        stat_rows,
+        item_stats,
+        episodes.episode_numbers,
+        episodes.genre_weights,
+        episodes.series_codes,
+        same,
+        want,
+        np.asarray(pool.retrieval_scores, dtype=np.float64),
+    )
+    return finish_matrix(user_u, raw[0], raw[1], raw[2], raw[3], raw[4], gw, raw[6], raw[5], spec)
 
 
 def rank(pool: Pool, scores: np.ndarray) -> Iterator[Ranked]:

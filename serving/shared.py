@@ -75,6 +75,11 @@ class ItemStats:
         rows = np.asarray([get(e, 0) for e in episode_ids], dtype=np.int64)
         return self._stats[rows], rows > 0
 
+    @property
+    def table(self) -> np.ndarray:
+        """[episodes + 1, len(ITEM_COLUMNS)] float32, row 0 all zeros (see `rows_of`)."""
+        return self._stats
+
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`lookup` by this store's rows (from `rows_of`) instead of episode ids."""
         return self._stats[rows], rows > 0
@@ -128,11 +133,18 @@ class SharedRows(BackgroundLoop):
         """(stats [n, len(ITEM_COLUMNS)] float32, known [n] bool) for candidates at these EpisodeTable
         rows (no second dict pass); stats of unknown ones are zeros, and they are tracked for the next
         refresh (rows the table does not know have no episode to track)."""
-        stats, known = self._items.gather(self._items.rows_of(table)[rows])
-        if not known.all():
+        stat_rows, store = self.item_rows_by_table(table, rows)
+        return store[stat_rows], stat_rows > 0
+
+    def item_rows_by_table(self, table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each candidate's row in the item store [n] (0: not read yet, all zeros), the store itself
+        [episodes + 1, len(ITEM_COLUMNS)] float32), for a gather by the caller (serving.rerank's
+        feature_matrix); candidates not read yet are tracked for the next refresh."""
+        stat_rows = self._items.rows_of(table)[rows]
+        if np.count_nonzero(stat_rows) < len(stat_rows):
             ids = table.episode_ids
-            self.track_episodes(ids[r] for r in rows[~known].tolist() if r < table.unknown)
-        return stats, known
+            self.track_episodes(ids[r] for r in rows[stat_rows == 0].tolist() if r < table.unknown)
+        return stat_rows, self._items.table
 
     def put_item(self, episode_id: str, i_values: Mapping[str, Any]) -> None:
         """A fresher episode row (from the edge replica, serving/replica.py): requests see it at once."""

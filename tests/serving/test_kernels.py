@@ -60,7 +60,8 @@ def test_warm_compiles_every_type_the_request_path_passes() -> None:
 
     kernels.warm()
     compiled = {
-        k: len(getattr(kernels, k).signatures) for k in ("build_slots", "byte_key_rows", "blend_rows", "pick_rows")
+        k: len(getattr(kernels, k).signatures)
+        for k in ("build_slots", "byte_key_rows", "blend_rows", "pick_rows", "gather_candidates")
     }
     ids = [f"s{i // 10:03d}e{i % 10:03d}" for i in range(200)]
     table = EpisodeTable(ids, [e[:4] for e in ids], [1] * len(ids), [()] * len(ids))
@@ -87,4 +88,13 @@ def test_warm_compiles_every_type_the_request_path_passes() -> None:
             now_ms=1, completed={"s0001e001"}, n=2, max_per_series=2, entry_points={"s0002": {"episode_number": 2}},
         )  # fmt: skip
         assert [p.episode_id for p in picks] in (["s0002e002", "s0001e002"], ["s0001e002", "s0002e002"])
+    from serving.rerank import feature_matrix
+    from serving.shared import ItemStats
+
+    store = ItemStats()
+    store.update(cat_table.episode_ids[:3], np.ones((3, 3), np.float32))
+    stat_rows = store.rows_of(cat_table)[cat_pool.rows]
+    for kwargs in ({"item_stats": store.table, "stat_rows": stat_rows}, {"item_stats": store.table[stat_rows]}):
+        X = feature_matrix(cat_pool, user_u={}, user_cw={"s0001": {"episode_number": 1}}, episodes=cat_table, **kwargs)
+        assert X.shape == (len(cat_pool), 12)
     assert {k: len(getattr(kernels, k).signatures) for k in compiled} == compiled
