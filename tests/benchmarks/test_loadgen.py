@@ -9,7 +9,15 @@ import os
 from benchmarks.loadgen import cpu_seconds, cpu_split, run_phase
 
 
-async def _server(seen: list[str]) -> asyncio.AbstractServer:
+def _ok_unless_bad(path: str) -> bytes:
+    if "bad" in path:
+        return b"HTTP/1.1 500 Oops\r\nX-Cache: HIT\r\nContent-Length: 2\r\n\r\nno"
+    return b"HTTP/1.1 200 OK\r\nX-Cache: HIT\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def _server(seen: list[str], respond=_ok_unless_bad) -> asyncio.AbstractServer:
+    """A keep-alive HTTP/1.1 server on a free port: records each path, answers `respond(path)`."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
@@ -18,9 +26,7 @@ async def _server(seen: list[str]) -> asyncio.AbstractServer:
                 break
             path = head.split(b" ", 2)[1].decode()
             seen.append(path)
-            body = b"ok" if "bad" not in path else b"no"
-            status = b"200 OK" if "bad" not in path else b"500 Oops"
-            writer.write(b"HTTP/1.1 " + status + b"\r\nX-Cache: HIT\r\nContent-Length: 2\r\n\r\n" + body)
+            writer.write(respond(path))
             await writer.drain()
         writer.close()
 
@@ -136,23 +142,12 @@ def test_hit_phases_start_from_fresh_entries() -> None:
     answers = {"/a": ["stale", "stale", "hit"], "/b": ["hit"], "/c": ["miss", "hit"]}
     asked: list[str] = []
 
-    async def main() -> None:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                path = head.split(b" ", 2)[1].decode()
-                asked.append(path)
-                state = answers[path].pop(0) if len(answers[path]) > 1 else answers[path][0]
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nX-Serving-Cache: " + state.encode() + b"\r\nContent-Length: 0\r\n\r\n"
-                )
-                await writer.drain()
-            writer.close()
+    def respond(path: str) -> bytes:
+        state = answers[path].pop(0) if len(answers[path]) > 1 else answers[path][0]
+        return b"HTTP/1.1 200 OK\r\nX-Serving-Cache: " + state.encode() + b"\r\nContent-Length: 0\r\n\r\n"
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async def main() -> None:
+        server = await _server(asked, respond)
         await refresh_hits(server.sockets[0].getsockname()[1], ["/a", "/b", "/c"], "raw")
         server.close()
 
