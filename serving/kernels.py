@@ -1,18 +1,20 @@
-"""Compiled (numba) loops for the request path's per-candidate work: mapping a candidate list's byte
-ids to catalog rows, and blending sources into the pool.
+"""Compiled (numba) loops for the request path's per-candidate work: a candidate list's byte ids to
+catalog rows, blending sources into the pool, the ranker's inputs, and the series rules.
 
 Why compiled: a cache miss does the same few steps on ~500 candidates, and written as numpy calls each
-step is a dozen calls on small arrays plus their temporaries. On the loaded benchmark server a request's
-data and code are cold again by the time its coroutine runs, so those calls cost ~3x what a hot loop
-shows, and memory touched matters more than operations counted. One loop per step, with no
-temporaries, measured 7-15% less server CPU per miss (interleaved A/B, see README "Serving latency").
+step is a dozen calls on small arrays plus their temporaries (or, for the rules, a dozen dict and
+attribute look-ups per candidate). On the loaded benchmark server a request's data and code are cold
+again by the time its coroutine runs, so those calls cost ~3x what a hot loop shows, and memory
+touched matters more than operations counted. One loop per step, with no temporaries, measured
+lower server CPU per miss in interleaved A/B runs (README, "Performance").
 
-The modules to read stay serving/blend.py and serving/rerank.py: each kernel is that module's core,
-and tests/serving/test_blend.py (against the first, pure-Python blend) and test_kernels.py pin them.
-Bounds are checked (an index bug raises IndexError instead of corrupting memory; it costs nothing
-measurable here). `cache=True` keeps the machine code in `__pycache__` (or NUMBA_CACHE_DIR when that
-is not writable), so only the first process after a change compiles (~1-2 s per kernel); `warm()`
-compiles or loads them all at start-up, before the server takes requests.
+The modules to read stay serving/blend.py, serving/rerank.py and serving/rules.py: each kernel is
+one of their cores, pinned by a specification test: the first, pure-Python blend (test_blend.py),
+a dict (test_kernels.py), the trainer's ranker_matrix (test_rerank.py) and apply_rules
+(test_rules.py). Bounds are checked (an index bug raises IndexError instead of corrupting memory; it
+costs nothing measurable here). `cache=True` keeps the machine code in `__pycache__` (or
+NUMBA_CACHE_DIR when that is not writable), so only the first process after a change compiles (~1-2 s
+per kernel); `warm()` compiles or loads them all at start-up, before the server takes requests.
 """
 
 from __future__ import annotations
