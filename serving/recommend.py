@@ -326,7 +326,7 @@ class Recommender:
             return rows, order, scores, "onnx", cover, float(scores[order[0]]) if len(scores) else 1.0
         except Exception:  # ranker failure: serve retrieval order, counted as a fallback
             fallbacks.append("ranker_error")
-            return rows, np.arange(len(pool)), pool.retrieval_scores, "retrieval_order", cover, 1.0
+            return rows, *rerank.retrieval_ranking(pool), "retrieval_order", cover, 1.0
 
 
 def _is_timeout(exc: BaseException) -> bool:

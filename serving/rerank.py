@@ -183,7 +183,12 @@ def rank_order(pool: Pool, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def retrieval_order(pool: Pool) -> Iterator[Ranked]:
     """The degraded rung: pool order, scored by retrieval score."""
-    return _ranked(pool, np.arange(len(pool)), pool.retrieval_scores)
+    return _ranked(pool, *retrieval_ranking(pool))
+
+
+def retrieval_ranking(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+    """`retrieval_order` as (positions, scores), like `rank_order`."""
+    return np.arange(len(pool)), pool.retrieval_scores
 
 
 _CHUNK = 32  # candidates turned into Python values at a time

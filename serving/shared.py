@@ -10,14 +10,14 @@ per-process copy refreshed every `ttl_s` is both cheaper and as fresh as the pip
     shared.track(keys)                 # rows to keep fresh (all catalog episodes, segments, cohorts)
     task = shared.start()              # background refresher
     shared.row(key) -> FeatureRow | None       # never blocks; unknown keys are tracked and fetched soon
-    stats, known = shared.item_stats_by_table(table, rows)  # [n, 3] float32, ITEM_COLUMNS order
+    stat_rows, store = shared.item_rows_by_table(table, rows)  # store[stat_rows]: [n, 3], ITEM_COLUMNS order
 
 Failures of the refresher are counted (`cliffhanger_shared_rows_refresh_total{result="error"}`) and
 the previous values stay (served stale; `age_ms()` tells by how much).
 
 Episode features are kept column-filtered (ITEM_COLUMN_RANGE: 6 of the family's 11 columns are read)
-in one float32 array (`ItemStats`), so the request path gathers 500 candidates' stats with one dict
-lookup each and one fancy index, no per-candidate tuples.
+in one float32 array (`ItemStats`); the request path maps its 500 candidates' catalog rows to rows of
+that array with one gather and reads them in serving.kernels.gather_candidates, no per-candidate tuples.
 """
 
 from __future__ import annotations
@@ -80,10 +80,6 @@ class ItemStats:
         """[episodes + 1, len(ITEM_COLUMNS)] float32, row 0 all zeros (see `rows_of`)."""
         return self._stats
 
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`lookup` by this store's rows (from `rows_of`) instead of episode ids."""
-        return self._stats[rows], rows > 0
-
     def rows_of(self, table) -> np.ndarray:
         """serving.rerank.EpisodeTable rows -> rows here (cached by the table per `version`)."""
         return table.item_rows(self.version, self._index)
@@ -128,13 +124,6 @@ class SharedRows(BackgroundLoop):
         if key not in self._fetched:
             self.track([key])
         return self._rows.get(key)
-
-    def item_stats_by_table(self, table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(stats [n, len(ITEM_COLUMNS)] float32, known [n] bool) for candidates at these EpisodeTable
-        rows (no second dict pass); stats of unknown ones are zeros, and they are tracked for the next
-        refresh (rows the table does not know have no episode to track)."""
-        stat_rows, store = self.item_rows_by_table(table, rows)
-        return store[stat_rows], stat_rows > 0
 
     def item_rows_by_table(self, table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(each candidate's row in the item store [n] (0: not read yet, all zeros), the store itself

@@ -183,7 +183,7 @@ def test_500_candidates_build_fast() -> None:
     assert per_call_ms < 20, per_call_ms  # ~0.2 ms here; generous bound for a loaded 2-core machine
 
 
-def test_item_stats_by_table_rows_equal_the_lookup_by_id_and_follow_new_episodes() -> None:
+def test_item_rows_by_table_equal_the_lookup_by_id_and_follow_new_episodes() -> None:
     from serving.shared import SharedRows
 
     table = EpisodeTable.from_catalog(catalog())
@@ -192,7 +192,8 @@ def test_item_stats_by_table_rows_equal_the_lookup_by_id_and_follow_new_episodes
     ids = ["s0001e002", "s0002e001", "unknown-ep", "s0001e001"]
     shared._items.update(["s0001e002"], np.array([[1, 2, 3]], np.float32))
     rows = table.rows(ids)
-    stats, known = shared.item_stats_by_table(table, rows)
+    stat_rows, store = shared.item_rows_by_table(table, rows)
+    stats, known = store[stat_rows], stat_rows > 0
     want_stats, want_known = shared._items.lookup(ids)
     np.testing.assert_array_equal(stats, want_stats)
     assert known.tolist() == want_known.tolist() == [True, False, False, False]
@@ -201,7 +202,8 @@ def test_item_stats_by_table_rows_equal_the_lookup_by_id_and_follow_new_episodes
     unknown = {rowkeys.episode_key(e) for e in ("s0002e001", "s0001e001")}
     assert set(shared._fetched) == unknown  # unread catalog episodes are tracked; "unknown-ep" is no episode
     shared._items.update(["s0002e001"], np.array([[4, 5, 6]], np.float32))  # a new episode: the mapping follows
-    stats, known = shared.item_stats_by_table(table, rows)
+    stat_rows, store = shared.item_rows_by_table(table, rows)
+    stats, known = store[stat_rows], stat_rows > 0
     assert known.tolist() == [True, True, False, False]
     np.testing.assert_array_equal(stats[1], [4, 5, 6])
 
