@@ -103,10 +103,11 @@ def ranker_matrix(
 
 
 # ------------------------------------------------------------- the same mapping, column-oriented
-# For callers that hold candidates as arrays (serving: catalog data and item stats kept in process
-# per episode), so 500 candidates cost array gathers instead of 500 `Candidate` objects.
-# `ranker_matrix_columns(u, cw, candidate_columns(cands))` equals `ranker_matrix(u, cw, cands)`
-# exactly (tests/models/test_ranker_features.py); change both together.
+# For callers that hold candidates as arrays, so 500 candidates cost array gathers instead of 500
+# `Candidate` objects. `ranker_matrix_columns(u, cw, candidate_columns(cands))` equals
+# `ranker_matrix(u, cw, cands)` exactly (tests/models/test_ranker_features.py); change both together.
+# Serving gathers the same columns in a compiled loop (serving.kernels.gather_candidates) and shares
+# `series_context` and `finish_matrix` with this form.
 
 ITEM_COLUMNS = ("plays_24h", "completion_rate_24h", "trending")  # family `i` columns the ranker reads
 
@@ -128,15 +129,14 @@ def genre_weights(genres: Sequence[str]) -> np.ndarray:
 class CandidateColumns:
     """n candidates, column by column (the fields of `Candidate`)."""
 
-    series_ids: Sequence[str] | None  # [n]; may be None when series_codes are given
+    series_ids: Sequence[str]  # [n]
     episode_numbers: np.ndarray  # [n] float32
     genre_weights: np.ndarray  # [n, G] float32, rows from genre_weights()
     retrieval_scores: np.ndarray  # [n] float32
     item_stats: np.ndarray  # [n, len(ITEM_COLUMNS)] float32 in ITEM_COLUMNS order; zeros for a missing row
     # Optional integer form of series_ids (serving's catalog table has it): series_codes[i] =
     # series_code_of[series_ids[i]] (len(series_code_of) for none); the ctx_* columns then take two numpy
-    # gathers instead of a dict look-up per candidate. Same values either way. With them, serving leaves
-    # series_ids out (gathering 500 str objects per request only to count them cost ~25 us when cold).
+    # gathers instead of a dict look-up per candidate. Same values either way.
     series_codes: np.ndarray | None = None  # [n] intp
     series_code_of: Mapping[str, int] | None = None
 

@@ -71,9 +71,8 @@ class FeatureStore:
                 for col, cells in columns.items():
                     name = col.decode()
                     values.setdefault(family, {})[name] = decode(cells[0].value)
-                    stamps.setdefault(family, {})[name] = (
-                        cells[0].timestamp_micros // 1000
-                    )  # exact (a datetime.timestamp() float can round 1001 ms down)
+                    # integer micros: exact (a datetime.timestamp() float can round 1001 ms down)
+                    stamps.setdefault(family, {})[name] = cells[0].timestamp_micros // 1000
             out[row.row_key] = FeatureRow(row.row_key, values, stamps)
         return out
 

@@ -1,7 +1,8 @@
 """Rerank the candidate pool with the bundle's ONNX ranker. The feature matrix [n, f] is built by THE
 mapping the trainer uses, `models.ranker_features` (MICRODRAMA_FEATURES: column order, values and the
-schema hash the training pipeline stamps into its bundles), in its column-oriented form
-`ranker_matrix_columns`, which gives the same matrix as `ranker_matrix` without building 500 objects.
+schema hash the training pipeline stamps into its bundles): the candidates' columns are gathered in one
+compiled pass (serving.kernels.gather_candidates), then go through the trainer's transforms
+(`finish_matrix`), which gives the same matrix as `ranker_matrix` without building 500 objects.
 
 Where the inputs come from at serving time:
 

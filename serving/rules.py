@@ -159,6 +159,9 @@ def apply_rules(
     return out
 
 
+_PICK_COUNTS = ("unknown", "unlicensed", "completed", "duplicate", "series_cap")  # kernels.pick_rows' counts
+
+
 class RuleRows:
     """The catalog as arrays over the rows of the ranker's episode table (serving.rerank.EpisodeTable,
     whose rows follow the catalog's order: each series' episodes are consecutive rows, in order), for
@@ -264,9 +267,8 @@ def apply_rules_rows(
         max_per_series,
         rr.unknown,
     )
-    stats.unknown, stats.unlicensed, stats.completed, stats.duplicate, stats.series_cap = (
-        a + b for a, b in zip(vars(stats).values(), counts.tolist(), strict=True)
-    )
+    for name, count in zip(_PICK_COUNTS, counts.tolist(), strict=True):
+        setattr(stats, name, getattr(stats, name) + count)
     out: list[Pick] = []
     ids, episode = table.episode_ids, rr.catalog.episode
     for i, row in zip(taken.tolist(), entries.tolist(), strict=True):
