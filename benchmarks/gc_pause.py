@@ -1,5 +1,5 @@
-"""What a full response cache and a full last-known-rows store cost the garbage collector: the pause
-of one full collection.
+"""What a full response cache and a full last-known-rows store cost the garbage collector: the full
+collections that filling them triggers, and the pause of one.
 
     python -m benchmarks.gc_pause --entries 50000 --rows 20000 --out gc_pause.json
 
@@ -11,9 +11,16 @@ survived into the old generation grow by a quarter.
 How: `RecommendationService.get`, the production caching path, answers `--entries` distinct requests
 from a stub recommender (10 items, as an n=10 answer has), so the cache holds real rendered answers
 with their ~25 surrogate keys. Everything made before the fill is frozen (`gc.freeze`, as the server
-does after loading a bundle), so what a collection walks is what the cache added. The JSON holds
-the tracked objects the fill added, and the median full-collection time (of 5) with the cache empty
-and with it full.
+does after loading a bundle), so what a collection walks is what the cache added. The fill runs with
+the collector on, as the server does: the JSON holds the full collections it triggered (count, total
+and longest pause), the tracked objects left after the young collections only (what reaches the old
+generation, where only a full collection looks again), and the median full-collection time (of 5)
+with the cache empty and with it full.
+
+Why both: CPython stops tracking a tuple of untracked items only while collecting the tuple's
+generation, one nesting level per pass. Answers held as nested tuples reached the old generation
+still tracked: the fill triggered a full collection every few thousand answers, each walking all of
+them, although a full collection at the end (the old metric) found nothing left to walk.
 
 Then `--rows` user rows shaped like the emulator's (13 `u` columns, two continue-watching series,
 eight completed episodes, a 9.5 KB binary candidate list) go into a `LastKnown` (serving/last_known.py),
@@ -66,14 +73,57 @@ def user_row(i: int) -> FeatureRow:
     return FeatureRow(f"u#user-{i}".encode(), values, stamps)
 
 
+class FullCollections:
+    """Counts the full (generation 2) collections the collector runs by itself while in the block, and
+    their pauses (ms)."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._start) * 1000)
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        return {
+            f"{prefix}_full_collections": len(self.pauses_ms),
+            f"{prefix}_full_collection_ms_total": round(sum(self.pauses_ms), 3),
+            f"{prefix}_full_collection_ms_max": round(max(self.pauses_ms, default=0.0), 3),
+        }
+
+
+def _tracked_after_young_collections(before: int) -> int:
+    """Tracked objects added since `before` that survive the young collections: what reaches the old
+    generation, where only a full collection looks again."""
+    gc.collect(0)
+    gc.collect(1)
+    return len(gc.get_objects()) - before
+
+
 def _rows_cost(rows: int) -> dict[str, float]:
-    """Tracked objects and full-collection ms of `rows` user rows held by LastKnown, then as objects."""
+    """Full collections triggered while filling a LastKnown with `rows` user rows, the tracked objects
+    left after the young collections, and one full collection's ms; then the same rows as objects."""
     out: dict[str, float] = {}
     last = LastKnown(rows)
     before = len(gc.get_objects())
-    for i in range(rows):
-        last.put(f"h{i}", user_row(i))
-    out["last_known_full_collection_ms"] = round(_full_collection_ms(), 3)  # these collections untrack tuples
+    with FullCollections() as fill:
+        for i in range(rows):
+            last.put(f"h{i}", user_row(i))
+    out.update(fill.summary("last_known_fill"))
+    out["last_known_tracked_after_young"] = _tracked_after_young_collections(before)
+    out["last_known_full_collection_ms"] = round(_full_collection_ms(), 3)
     out["last_known_tracked_objects"] = len(gc.get_objects()) - before
     held = [user_row(i) for i in range(rows)]
     out["as_objects_full_collection_ms"] = round(_full_collection_ms(), 3)
@@ -112,11 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
     gc.freeze()
     empty_ms, before = _full_collection_ms(), len(gc.get_objects())
     start = time.perf_counter()
-    asyncio.run(_fill(service, args.entries))
+    with FullCollections() as fill:
+        asyncio.run(_fill(service, args.entries))
     fill_s = time.perf_counter() - start
+    tracked_after_young = _tracked_after_young_collections(before)
     full_ms, after = _full_collection_ms(), len(gc.get_objects())
     results = {
         "entries": len(cache),
+        **fill.summary("fill"),
+        "tracked_after_young": tracked_after_young,
         "tracked_objects_added": after - before,
         "full_collection_ms_empty": round(empty_ms, 3),
         "full_collection_ms_full": round(full_ms, 3),
@@ -129,12 +183,16 @@ def main(argv: list[str] | None = None) -> dict:
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(
-        f"{results['entries']} cached answers: {results['tracked_objects_added']} tracked objects added; "
-        f"a full collection takes {full_ms:.2f} ms (empty cache: {empty_ms:.2f} ms)"
+        f"{results['entries']} cached answers: the fill triggered {results['fill_full_collections']} full "
+        f"collections ({results['fill_full_collection_ms_total']:.0f} ms in all, longest "
+        f"{results['fill_full_collection_ms_max']:.1f} ms); {tracked_after_young} tracked objects left after the "
+        f"young collections; a full collection takes {full_ms:.2f} ms (empty cache: {empty_ms:.2f} ms)"
     )
     if args.rows:
         print(
-            f"{args.rows} last-known rows: {results['last_known_tracked_objects']} tracked objects, full collection "
+            f"{args.rows} last-known rows: the fill triggered {results['last_known_fill_full_collections']} full "
+            f"collections; {results['last_known_tracked_after_young']} tracked objects left after the young "
+            f"collections, full collection "
             f"{results['last_known_full_collection_ms']:.2f} ms; held as FeatureRow objects: "
             f"{results['as_objects_tracked_objects']} objects, {results['as_objects_full_collection_ms']:.2f} ms"
         )

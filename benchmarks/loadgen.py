@@ -5,7 +5,8 @@ body), so the generator takes as little of the shared CPU as possible; HttpxClie
 run_phase: `concurrency` workers issue up to `max_requests` GETs or run for `max_s`, whichever ends
 first. cpu_split: CPU seconds per named process from /proc (a process and its direct children).
 scrape_stages / stage_means_ms: the server's own per-stage latency (its Prometheus
-`cliffhanger_stage_seconds`) over a phase, to tell waiting for a read from computing.
+`cliffhanger_stage_seconds`) over a phase, to tell waiting for a read from computing; gc_pauses: its
+garbage collector's pauses over the phase (`cliffhanger_gc_pause_seconds`).
 """
 
 from __future__ import annotations
@@ -122,25 +123,43 @@ def cpu_split(pids: dict[str, int]) -> dict[str, float]:
 
 
 _STAGE_LINE = re.compile(r'^cliffhanger_stage_seconds_(sum|count)\{stage="([a-z_]+)"\} (\S+)$', re.M)
+_GC_LINE = re.compile(r'^cliffhanger_gc_pause_seconds_(sum|count)\{generation="(\d)"\} (\S+)$', re.M)
+GC = "gc_gen"  # stage_totals' keys for the collector's pauses: gc_gen0 .. gc_gen2
 
 
 def stage_totals(metrics_text: str) -> dict[str, dict[str, float]]:
-    """{stage: {"sum": seconds, "count": n}} from the server's Prometheus text (`cliffhanger_stage_seconds`)."""
+    """{stage: {"sum": seconds, "count": n}} from the server's Prometheus text (`cliffhanger_stage_seconds`),
+    and the garbage collector's pauses (`cliffhanger_gc_pause_seconds`) as stages gc_gen0 .. gc_gen2."""
     out: dict[str, dict[str, float]] = {}
     for kind, stage, value in _STAGE_LINE.findall(metrics_text):
         out.setdefault(stage, {})[kind] = float(value)
+    for kind, generation, value in _GC_LINE.findall(metrics_text):
+        out.setdefault(GC + generation, {})[kind] = float(value)
     return out
 
 
-def stage_means_ms(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean ms per stage over the requests between two `stage_totals` (stages no request went through are left out)."""
-    means = {}
+def _deltas(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]):
     for stage, now in after.items():
         then = before.get(stage, {})
         n = now.get("count", 0.0) - then.get("count", 0.0)
         if n > 0:
-            means[stage] = round(1000 * (now.get("sum", 0.0) - then.get("sum", 0.0)) / n, 3)
-    return means
+            yield stage, n, 1000 * (now.get("sum", 0.0) - then.get("sum", 0.0))
+
+
+def stage_means_ms(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean ms per request stage over the requests between two `stage_totals` (stages no request went
+    through are left out; the collector's pauses are `gc_pauses`)."""
+    return {stage: round(ms / n, 3) for stage, n, ms in _deltas(before, after) if not stage.startswith(GC)}
+
+
+def gc_pauses(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{"gen2": {"collections": n, "ms": their pauses summed}, ...} between two `stage_totals`
+    (generations that did not collect are left out)."""
+    return {
+        "gen" + stage[len(GC) :]: {"collections": int(n), "ms": round(ms, 3)}
+        for stage, n, ms in _deltas(before, after)
+        if stage.startswith(GC)
+    }
 
 
 async def scrape_stages(ports: list[int]) -> dict[str, dict[str, float]]:

@@ -14,7 +14,8 @@ Set-up (all real components, loopback only):
     catalog and Bigtable) and Varnish balancing across them (`--director hash|round_robin`).
 
 Modes (each a bounded number of requests AND a time cap, per concurrency level):
-  miss     a user not requested before: full path (user-row read, blend, rerank 500, rules); direct
+  miss     a user not requested before (with --miss-variants K, K passes over the users with n = 10, 11,
+           ...: a soak of distinct answers): full path (user-row read, blend, rerank 500, rules); direct
            to the server, or with --replicas N > 1 THROUGH Varnish (a new user is a Varnish miss that
            the director sends to one replica): JSON `miss_path` "direct" / "varnish"
   hit      the same few users again: answered from the in-process cache (X-Serving-Cache hit/stale),
@@ -31,7 +32,8 @@ and a PNG. For misses also miss_c<C>_server_stage_ms, the server's own mean per 
 (its /metrics: feature_read is the wait from starting the user-row read until the request runs again,
 so at concurrency 8 it includes the other requests' turns on the event loop), and
 miss_c<C>_outside_recommend_ms, the mean latency outside the recommend stage (HTTP, the response cache,
-waiting for the loop before and after).
+waiting for the loop before and after), and miss_c<C>_server_gc, the server's garbage-collector pauses
+during the phase by generation (collections and ms; a pause stops every request in flight).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import cpu_split, run_phase, scrape_stages, stage_means_ms
+from benchmarks.loadgen import cpu_split, gc_pauses, run_phase, scrape_stages, stage_means_ms
 from cliffhanger.localstack.varnish import DIRECTORS, HASH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,6 +229,16 @@ async def refresh_hits(port: int, paths: list[str], client: str, tries: int = 50
             await asyncio.sleep(0.02)  # a revalidation in flight
 
 
+def miss_sizes(variants: int) -> list[int]:
+    """The `n` of each pass over the users in the miss phases: 10, then (for a soak) 11, 12, ...: the same
+    user with another n is another answer, computed on the full path. 20 and 30 are left out: the
+    warm-up and the hit sets use them."""
+    sizes = [n for n in range(10, 51) if n not in (20, 30)]
+    if not 1 <= variants <= len(sizes):
+        raise ValueError(f"--miss-variants must be 1..{len(sizes)}, got {variants}")
+    return sizes[:variants]
+
+
 async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[str, int]) -> tuple[dict, dict]:
     users = world["users"]
     ctx = world["ctx"]
@@ -235,8 +247,7 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
         country, device = ctx[u]
         return f"/v1/users/{u}/recommendations?n={n}&country={country}&device={device}"
 
-    unique = iter(users)
-    miss_paths = (path(u) for u in unique)
+    miss_paths = (path(u, n) for n in miss_sizes(args.miss_variants) for u in users)
     miss_port = varnish_port if args.replicas > 1 else port  # several replicas: balanced by Varnish
     warm = [path(u, 20) for u in users[-64:]]  # hit / varnish sets: distinct from every miss user (n=20)
     # warm up: connections, code paths (of every replica), both caches
@@ -271,8 +282,10 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
             after = cpu_split(pids)
             key = f"{mode}_c{c}"
             if stages_before is not None and lat:  # where a miss's time went, as the server saw it
-                stages = stage_means_ms(stages_before, await scrape_stages(replica_list))
+                stages_after = await scrape_stages(replica_list)
+                stages = stage_means_ms(stages_before, stages_after)
                 results[f"{key}_server_stage_ms"] = stages
+                results[f"{key}_server_gc"] = gc_pauses(stages_before, stages_after)
                 if "recommend" in stages:  # HTTP, the response cache and waiting for the loop
                     results[f"{key}_outside_recommend_ms"] = round(float(np.mean(lat)) - stages["recommend"], 3)
             if lat:  # where the two cores went: CPU ms per request of each process
@@ -296,6 +309,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clones", type=int, default=8, help="copies of each user (distinct miss users)")
     parser.add_argument("--requests", type=int, default=3000, help="per hit / varnish phase")
     parser.add_argument("--miss-requests", type=int, default=1000, help="per miss phase")
+    parser.add_argument(
+        "--miss-variants",
+        type=int,
+        default=1,
+        help="passes over the users with different n (a soak: e.g. --modes miss --concurrency 8 "
+        "--miss-requests 40000 --miss-variants 10 --max-s 120)",
+    )
     parser.add_argument("--max-s", type=float, default=20.0, help="time cap per phase")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     parser.add_argument("--raw", default=None, help="also write every latency (ms, completion order) here")
@@ -312,6 +332,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--modes / --concurrency: {bad} (modes: {', '.join(MODES)}; concurrency >= 1)")
     if args.replicas < 1:
         parser.error(f"--replicas must be >= 1, got {args.replicas}")
+    try:
+        miss_sizes(args.miss_variants)
+    except ValueError as exc:
+        parser.error(str(exc))
     sys.path.insert(0, str(REPO))
     from cliffhanger.localstack import LocalStack, settings_on_free_ports
 
@@ -381,9 +405,12 @@ def main(argv: list[str] | None = None) -> dict:
         stages = results.get(f"miss_c{c}_server_stage_ms", {})
         if stages:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k != "recommend")
+            gcs = results.get(f"miss_c{c}_server_gc", {})
+            gc_text = ", ".join(f"{g} {v['collections']} ({v['ms']:.1f} ms)" for g, v in sorted(gcs.items())) or "none"
             print(
                 f"miss c{c} server side, mean ms: {parts}; recommend {stages.get('recommend', 0):.2f}; "
-                f"outside it (HTTP, cache, queueing) {results.get(f'miss_c{c}_outside_recommend_ms', 0):.2f}"
+                f"outside it (HTTP, cache, queueing) {results.get(f'miss_c{c}_outside_recommend_ms', 0):.2f}; "
+                f"collector pauses: {gc_text}"
             )
     print(
         f"load average before/after: {results['loadavg_before']} / {results['loadavg_after']}; wrote {args.out}, {png}"

@@ -239,6 +239,7 @@ def create_app(
         state.shared.start()
         first_load = loop.create_task(state.watcher.check_now())  # /readyz 503 meanwhile
         state.watcher.start()
+        unwatch_gc = metrics.watch_gc()  # cliffhanger_gc_pause_seconds: a full collection stalls the loop
         try:
             yield
         finally:
@@ -251,6 +252,7 @@ def create_app(
             await state.watcher.stop()
             await state.shared.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            unwatch_gc()
 
     app = FastAPI(title="Cliffhanger serving", version="1", lifespan=lifespan)
     app.state.serving = state

@@ -36,13 +36,17 @@ class Computed:
     tags: tuple[str, ...] = ()
 
 
-# An entry is a plain tuple (value, fresh_until, stale_until, tags), and each tag's keys are a dict used
-# as an ordered set. Why: CPython's collector stops tracking an exact tuple, and a dict, whose items are
-# all untracked (strings, bytes, numbers), so a full cache costs a full collection almost nothing. With
-# an entry object and a set per tag, 50,000 cached answers were 200,028 tracked objects and a 164 ms full
-# collection (benchmarks/gc_pause.py), and one such pause stalls every request in flight. The cached
-# value should be untracked too (serving/service.py caches `Rendered.cached()`).
-_VALUE, _FRESH, _STALE, _TAGS = range(4)
+# Per key, the value in `_values` (LRU order) and a flat tuple (fresh_until, stale_until, *tags) in
+# `_meta`; each tag's keys are a dict used as an ordered set. Why flat: CPython stops tracking a tuple
+# whose items are all untracked (strings, bytes, numbers), but it checks only during a collection of the
+# tuple's generation, one nesting level per pass. A nested entry survives the young collections still
+# tracked, reaches the old generation, and stays there until a full collection: a filling cache then
+# triggers full collections every few seconds, each walking every entry (measured: 9-50 ms pauses in a
+# long run, every request in flight waiting; benchmarks/gc_pause.py). A flat tuple is untracked by the
+# first young collection. The cached value should be a flat tuple too (serving/service.py caches
+# `Rendered.cached()`); an exact dict of untracked items is never tracked at all.
+_FRESH, _STALE = 0, 1
+_TAGS = slice(2, None)
 
 
 class TtlCache:
@@ -56,7 +60,8 @@ class TtlCache:
     ) -> None:
         self.ttl_s, self.swr_s, self.max_entries = ttl_s, swr_s, max_entries
         self._clock = clock
-        self._entries: OrderedDict[Hashable, tuple] = OrderedDict()
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()  # LRU order
+        self._meta: dict[Hashable, tuple] = {}  # (fresh_until, stale_until, *tags)
         self._inflight: dict[Hashable, asyncio.Future] = {}
         self._tags: dict[str, dict[Hashable, None]] = {}
         self._on_refresh_error = on_refresh_error
@@ -65,31 +70,31 @@ class TtlCache:
         self.generation = 0  # bumped by clear/purge: a computation started before must not be stored
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._values)
 
     def peek(self, key: Hashable, allow_stale: bool = True) -> Any | None:
         """The stored value (fresh, or within the stale window if allow_stale) without computing."""
-        entry = self._entries.get(key)
-        if entry is None:
+        meta = self._meta.get(key)
+        if meta is None:
             return None
         now = self._clock()
-        limit = entry[_STALE] if allow_stale else entry[_FRESH]
-        return entry[_VALUE] if now < limit else None
+        limit = meta[_STALE] if allow_stale else meta[_FRESH]
+        return self._values[key] if now < limit else None
 
     async def get_or_compute(
         self, key: Hashable, compute: Callable[[], Awaitable[Any]], tags: Iterable[str] = ()
     ) -> tuple[Any, str]:
-        entry = self._entries.get(key)
+        meta = self._meta.get(key)
         now = self._clock()
-        if entry is not None:
-            if now < entry[_FRESH]:
-                self._entries.move_to_end(key)
-                return entry[_VALUE], HIT
-            if now < entry[_STALE]:
-                self._entries.move_to_end(key)
+        if meta is not None:
+            if now < meta[_FRESH]:
+                self._values.move_to_end(key)
+                return self._values[key], HIT
+            if now < meta[_STALE]:
+                self._values.move_to_end(key)
                 if key not in self._inflight:
                     self._start(key, compute, tags, background=True)
-                return entry[_VALUE], STALE
+                return self._values[key], STALE
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending), COALESCED
@@ -140,21 +145,23 @@ class TtlCache:
             value = value.value
         now = self._clock()
         self._drop(key)
-        self._entries[key] = (value, now + ttl, now + ttl + swr, tags)
+        self._values[key] = value
+        self._meta[key] = (now + ttl, now + ttl + swr, *tags)
         for tag in tags:
             keys = self._tags.get(tag)
             if keys is None:
                 self._tags[tag] = {key: None}
             else:
                 keys[key] = None
-        while len(self._entries) > self.max_entries:
-            self._drop(next(iter(self._entries)))
+        while len(self._values) > self.max_entries:
+            self._drop(next(iter(self._values)))
 
     def _drop(self, key: Hashable) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is None:
+        meta = self._meta.pop(key, None)
+        if meta is None:
             return
-        for tag in entry[_TAGS]:
+        del self._values[key]
+        for tag in meta[_TAGS]:
             keys = self._tags.get(tag)
             if keys is not None:
                 keys.pop(key, None)
@@ -170,8 +177,9 @@ class TtlCache:
         return len(keys)
 
     def clear(self) -> int:
-        n = len(self._entries)
-        self._entries.clear()
+        n = len(self._values)
+        self._values.clear()
+        self._meta.clear()
         self._tags.clear()
         self.generation += 1
         return n

@@ -8,8 +8,9 @@ Rows are held as bytes, not as FeatureRow objects. A FeatureRow's nested dicts a
 that the garbage collector tracks, and a full LastKnown holds 20,000 rows. Every full (generation 2)
 collection would walk those 120,000 objects, and its pause stalls every request in flight. The
 collector runs one whenever the old generation grows by a quarter, and each miss replaces a row there.
-Frozen, a row is a tuple of bytes and strings, which the collector stops tracking; see
-benchmarks/gc_pause.py for the measured pauses.
+Frozen, a row is one flat tuple of bytes and strings, which the collector stops tracking at its first
+young collection (a nested tuple would reach the old generation still tracked: serving/cache.py says
+why that matters); see benchmarks/gc_pause.py for the measured pauses.
 
 Freezing costs a few microseconds per read: the JSON values go through orjson, and binary cells (a
 candidate list, serving/candidates.py) are kept aside as bytes. A row is thawed only when it is
@@ -24,30 +25,32 @@ import orjson
 
 from serving.feature_store import FeatureRow
 
-Frozen = tuple[bytes, bytes, bytes, tuple[tuple[str, str, bytes], ...]]
+Frozen = tuple  # (key, values JSON, timestamps JSON, family, column, cell bytes, family, column, ...)
 
 
 def freeze(row: FeatureRow) -> Frozen:
-    """(key, JSON values without binary cells, JSON timestamps, ((family, column, cell bytes), ...))."""
-    cells: list[tuple[str, str, bytes]] = []
+    """(key, JSON values without binary cells, JSON timestamps, then family, column and bytes of each
+    binary cell in turn): flat, so the collector stops tracking it at once."""
+    cells: list[str | bytes] = []  # family, column, value, family, ...
     values = row.values
     for family, columns in values.items():
         for column, value in columns.items():
             if type(value) is bytes:
-                cells.append((family, column, value))
+                cells += (family, column, value)
     if cells:  # only the families holding a binary cell are copied
-        binary = {family for family, _, _ in cells}
+        binary = set(cells[::3])
         values = {
             family: ({c: v for c, v in columns.items() if type(v) is not bytes} if family in binary else columns)
             for family, columns in values.items()
         }
-    return row.key, orjson.dumps(values), orjson.dumps(row.timestamps_ms), tuple(cells)
+    return (row.key, orjson.dumps(values), orjson.dumps(row.timestamps_ms), *cells)
 
 
 def thaw(frozen: Frozen) -> FeatureRow:
-    key, values_json, stamps_json, cells = frozen
+    key, values_json, stamps_json = frozen[:3]
     values = orjson.loads(values_json)
-    for family, column, value in cells:
+    cells = frozen[3:]
+    for family, column, value in zip(cells[::3], cells[1::3], cells[2::3], strict=True):
         values[family][column] = value
     return FeatureRow(key, values, orjson.loads(stamps_json))
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Request stages are sub-millisecond to tens of ms; buckets resolve the 1-50 ms budget.
 STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 class _Children(dict):
@@ -73,6 +78,13 @@ class Metrics:
         self.chunks = Counter(
             "cliffhanger_chunks_total", "Chunk requests at the origin: served, not_found", ["result"], registry=r
         )
+        self.gc_pause = Histogram(
+            "cliffhanger_gc_pause_seconds",
+            "Garbage-collector pauses by generation (2: full collections); every request in flight waits",
+            ["generation"],
+            buckets=GC_BUCKETS,
+            registry=r,
+        )
         self._served = 0
         self._lookups = 0
         # request-path children: stages["blend"], answers[(rung, ranking)], cache_results["hit"], ...
@@ -91,6 +103,22 @@ class Metrics:
         if old is not None:
             self.bundle_info.remove(old)
         self.bundle_info.labels(new).set(1)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Observe every collection's pause into `gc_pause` from now on; returns the function that stops
+        it (the app's shutdown calls it: tests build many apps in one process). The collector does not
+        run collections inside its own callbacks, so the histogram's locks cannot be re-entered here."""
+        pauses = [self.gc_pause.labels(str(generation)) for generation in range(3)]
+        started = [0.0]
+
+        def callback(phase: str, info: dict) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                pauses[info["generation"]].observe(time.perf_counter() - started[0])
+
+        gc.callbacks.append(callback)
+        return lambda: gc.callbacks.remove(callback)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

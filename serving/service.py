@@ -55,15 +55,25 @@ class Rendered(NamedTuple):
     raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # ASGI form, with type and length
 
     def cached(self) -> tuple:
-        """The form the response cache holds: an exact tuple of bytes, strings and tuples, which the
-        garbage collector stops tracking (a dict or a named tuple inside would keep it tracked; see
-        serving/cache.py for why that matters)."""
-        return (self.body, tuple(list(self.headers.items())), self.rung, self.raw_headers)  # items first: one pass
+        """The form the response cache holds: ONE flat tuple of bytes and strings (body, rung, the number
+        of ASGI header pairs, those pairs' names and values in turn, then the headers' names and values),
+        which the garbage collector stops tracking at its first young collection. Nested tuples would
+        stay tracked into the old generation; see serving/cache.py for why that matters."""
+        flat: list = [self.body, self.rung, len(self.raw_headers)]
+        for pair in self.raw_headers:
+            flat += pair
+        for pair in self.headers.items():
+            flat += pair
+        return tuple(flat)
 
     @classmethod
     def from_cached(cls, cached: tuple) -> Rendered:
-        body, headers, rung, raw_headers = cached
-        return cls(body, dict(headers), rung, raw_headers)
+        n_raw = 3 + 2 * cached[2]
+        raw, headers = cached[3:n_raw], cached[n_raw:]
+        names, values = headers[::2], headers[1::2]
+        return cls(
+            cached[0], dict(zip(names, values, strict=True)), cached[1], tuple(zip(raw[::2], raw[1::2], strict=True))
+        )
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -121,6 +121,9 @@ class SharedRows(BackgroundLoop):
         self.track(rowkeys.episode_key(e) for e in episode_ids)
 
     def row(self, key: bytes) -> FeatureRow | None:
+        """The latest read of a shared row (segment and global lists, cohort trending). Episode rows
+        are kept as ItemStats only, not as FeatureRow objects: thousands of rows' nested dicts, replaced
+        every refresh, would reach the collector's old generation and trigger full collections."""
         if key not in self._fetched:
             self.track([key])
         return self._rows.get(key)
@@ -147,12 +150,13 @@ class SharedRows(BackgroundLoop):
         episodes, stats = [], []
         for key in keys:
             row = rows.get(key)
-            self._rows[key] = row
             self._fetched[key] = now
             if key.startswith(b"e#"):  # an absent episode row is known too: nobody played it yet
                 i = row.values.get("i", {}) if row is not None else {}
                 episodes.append(rowkeys.parse_key(key)[1])
                 stats.append([float(i.get(c) or 0.0) for c in ITEM_COLUMNS])
+            else:  # episode rows live on in ItemStats only (see `row`)
+                self._rows[key] = row
         if episodes:
             self._items.update(episodes, np.asarray(stats, dtype=np.float32))
 

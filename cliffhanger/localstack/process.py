@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,9 +26,33 @@ class LocalStackError(RuntimeError):
     """A local service could not start, died, or is misconfigured; the message says what to do."""
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PICK = random.SystemRandom()  # not the global generator: tests seed it, and every process would pick alike
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux default 32768-60999)."""
+    try:
+        low, high = map(int, _EPHEMERAL_RANGE.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, BELOW the ephemeral range.
+
+    Why not bind(0): the kernel answers with an ephemeral port, and until our service binds it, any
+    process's outgoing connection may be given the same port (a serving replica's gRPC connection took
+    its sibling's port once: "address already in use"). Ports below the range are never handed out
+    that way, so one free now stays free for whoever binds it explicitly."""
+    low = ephemeral_ports()[0]
+    floor = 10_000 if low > 12_000 else 1_024
+    for _ in range(200):
+        port = _PICK.randint(floor, low - 1)
+        if not port_in_use(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the OS's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

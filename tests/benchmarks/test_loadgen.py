@@ -91,19 +91,23 @@ def test_stage_means_come_from_the_servers_own_histograms() -> None:
     scrapes, gives each stage's mean over exactly those requests."""
     from prometheus_client import generate_latest
 
-    from benchmarks.loadgen import stage_means_ms, stage_totals
+    from benchmarks.loadgen import gc_pauses, stage_means_ms, stage_totals
     from serving.metrics import Metrics
 
     m = Metrics()
     m.stages["blend"].observe(0.5)  # before the phase: must not count
+    m.gc_pause.labels("2").observe(0.05)
     before = stage_totals(generate_latest(m.registry).decode())
     for seconds in (0.002, 0.004):
         m.stages["feature_read"].observe(seconds)
+        m.gc_pause.labels("2").observe(seconds)
     m.stages["blend"].observe(0.0003)
+    m.gc_pause.labels("0").observe(0.0001)
     after = stage_totals(generate_latest(m.registry).decode())
-    assert before == {"blend": {"sum": 0.5, "count": 1.0}}
-    assert stage_means_ms(before, after) == {"feature_read": 3.0, "blend": 0.3}
-    assert stage_means_ms(after, after) == {}  # no request in between: no stage
+    assert before["blend"] == {"sum": 0.5, "count": 1.0} and before["gc_gen2"] == {"sum": 0.05, "count": 1.0}
+    assert stage_means_ms(before, after) == {"feature_read": 3.0, "blend": 0.3}  # pauses are not a stage
+    assert gc_pauses(before, after) == {"gen2": {"collections": 2, "ms": 6.0}, "gen0": {"collections": 1, "ms": 0.1}}
+    assert stage_means_ms(after, after) == {} and gc_pauses(after, after) == {}  # nothing in between
 
 
 def test_stages_are_summed_over_every_replica() -> None:
@@ -153,3 +157,19 @@ def test_hit_phases_start_from_fresh_entries() -> None:
 
     asyncio.run(main())
     assert asked == ["/a", "/a", "/a", "/b", "/c", "/c"]
+
+
+def test_miss_sizes_are_distinct_answers_apart_from_the_warm_sets() -> None:
+    """A soak's passes over the users ask for other n: each (user, n) is an answer not cached yet, never
+    the warm-up's n=30 or the hit sets' n=20 (those would be hits)."""
+    import pytest
+
+    from benchmarks.serving_latency import miss_sizes
+
+    assert miss_sizes(1) == [10]
+    sizes = miss_sizes(39)
+    assert sizes[:3] == [10, 11, 12] and len(set(sizes)) == 39 and not {20, 30} & set(sizes)
+    assert max(sizes) <= 50  # serving's max_n
+    for bad in (0, 40):
+        with pytest.raises(ValueError, match="--miss-variants"):
+            miss_sizes(bad)

@@ -32,6 +32,21 @@ def _ports(n: int) -> list[int]:
     return sorted(ports)
 
 
+def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
+    """A port the kernel could hand to some outgoing connection before our service binds it is not
+    free (a replica once lost its port that way): free_port stays below the ephemeral range."""
+    import socket
+
+    from cliffhanger.localstack.process import ephemeral_ports
+
+    low, high = ephemeral_ports()
+    assert 1024 < low <= high
+    for port in _ports(20):
+        assert port < low, (port, low)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
 def _settings(bt_port: int | None = None, ps_port: int | None = None) -> Settings:
     a, b = _ports(2)
     return Settings(bigtable_port=bt_port or a, pubsub_port=ps_port or b)

@@ -212,6 +212,7 @@ def test_metrics_docs_and_probes(server, seeded) -> None:
         "cliffhanger_cache_hit_ratio",
         "cliffhanger_cache_lookups_total",
         'cliffhanger_bundle_info{version="v1"} 1.0',
+        'cliffhanger_gc_pause_seconds_count{generation="2"}',  # the server watches its collector
     ):
         assert needle in text, needle
     spec = httpx.get(server.url + "/openapi.json").json()
