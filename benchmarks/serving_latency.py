@@ -25,7 +25,7 @@ Modes (each a bounded number of requests AND a time cap, per concurrency level):
 Load generator: asyncio workers (on uvloop when installed) on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
 request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms more client CPU per
 request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
-Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,rps} (+ counts, errors, rungs, load average, and
+Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,p999_ms,rps} (+ counts, errors, rungs, load average, and
 <mode>_c<C>_cpu_ms_per_request: CPU per request of the server, the Bigtable emulator, Varnish and the
 load generator, read from /proc: where the shared cores went; `server` sums every replica process)
 and a PNG. For misses also miss_c<C>_server_stage_ms, the server's own mean per stage over the phase
@@ -183,6 +183,7 @@ def summarize(lat: list[float], elapsed: float) -> dict[str, float]:
     return {
         "p50_ms": float(np.percentile(a, 50)),
         "p99_ms": float(np.percentile(a, 99)),
+        "p999_ms": float(np.percentile(a, 99.9)),  # a soak's tail: one stall of the loop is ~8 requests
         "rps": len(a) / elapsed,
     }
 
