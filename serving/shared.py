@@ -10,6 +10,7 @@ per-process copy refreshed every `ttl_s` is both cheaper and as fresh as the pip
     shared.track(keys)                 # rows to keep fresh (all catalog episodes, segments, cohorts)
     task = shared.start()              # background refresher
     shared.row(key) -> FeatureRow | None       # never blocks; unknown keys are tracked and fetched soon
+                                               # (not episodes: their rows live in the item store only)
     stat_rows, store = shared.item_rows_by_table(table, rows)  # store[stat_rows]: [n, 3], ITEM_COLUMNS order
 
 Failures of the refresher are counted (`cliffhanger_shared_rows_refresh_total{result="error"}`) and
