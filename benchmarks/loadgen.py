@@ -3,7 +3,8 @@
 RawClient: one keep-alive HTTP/1.1 connection with a minimal parser (request line + Content-Length
 body), so the generator takes as little of the shared CPU as possible; HttpxClient for comparison.
 run_phase: `concurrency` workers issue up to `max_requests` GETs or run for `max_s`, whichever ends
-first. cpu_split: CPU seconds per named process from /proc (a process and its direct children).
+first. cpu_split: CPU seconds per named process from /proc (a process and its direct children). cpu_probe_ms:
+the machine's speed right now (a fixed loop's CPU ms).
 scrape_stages / stage_means_ms: the server's own per-stage latency (its Prometheus
 `cliffhanger_stage_seconds`) over a phase, to tell waiting for a read from computing; gc_pauses: its
 garbage collector's pauses over the phase (`cliffhanger_gc_pause_seconds`).
@@ -95,6 +96,19 @@ async def run_phase(port: int, paths, concurrency: int, max_requests: int, max_s
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, errors, time.perf_counter() - start, tags
+
+
+def cpu_probe_ms(iterations: int = 1_000_000, repeats: int = 3) -> float:
+    """CPU ms of a fixed pure-Python loop (the fastest of `repeats`): how fast this machine's cores run
+    right now. On this VM the same loop takes 1.6-1.8x longer in some minutes than in others, and
+    every process's CPU per request moves with it; a phase's probe says which kind of minute it ran in."""
+    best = float("inf")
+    for _ in range(repeats):
+        start, total = time.process_time(), 0
+        for i in range(iterations):
+            total += i & 7
+        best = min(best, time.process_time() - start)
+    return round(best * 1000, 2)
 
 
 def cpu_seconds(pid: int) -> float:

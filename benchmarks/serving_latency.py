@@ -25,7 +25,8 @@ Modes (each a bounded number of requests AND a time cap, per concurrency level):
 Load generator: asyncio workers (on uvloop when installed) on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
 request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms more client CPU per
 request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
-Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,p999_ms,rps} (+ counts, errors, rungs, load average, and
+Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,p999_ms,rps} (+ counts, errors, rungs, load average,
+<mode>_c<C>_probe_ms: a fixed pure-Python loop's CPU ms as the phase starts, the machine's speed then; and
 <mode>_c<C>_cpu_ms_per_request: CPU per request of the server, the Bigtable emulator, Varnish and the
 load generator, read from /proc: where the shared cores went; `server` sums every replica process)
 and a PNG. For misses also miss_c<C>_server_stage_ms, the server's own mean per stage over the phase
@@ -51,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import cpu_split, gc_pauses, run_phase, scrape_stages, stage_means_ms
+from benchmarks.loadgen import cpu_probe_ms, cpu_split, gc_pauses, run_phase, scrape_stages, stage_means_ms
 from cliffhanger.localstack.varnish import DIRECTORS, HASH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,6 +278,7 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
                     await run_phase(varnish_port, iter([w, w]), 1, 2, 5, args.client, lambda *a: (None, ""))
             if mode == "hit":  # fresh entries: a stale one is served, but recomputed (a miss) meanwhile
                 await refresh_hits(port, warm[: max(8, c)], args.client)
+            probe_ms = cpu_probe_ms()  # the machine's speed as the phase starts (it drifts 1.6-1.8x)
             stages_before = await scrape_stages(replica_list) if mode == "miss" else None
             before = cpu_split(pids)
             lat, errors, elapsed, tags = await run_phase(p, paths, c, n, args.max_s, args.client, check)
@@ -296,6 +298,7 @@ async def measure(port: int, varnish_port: int, world: dict, args, pids: dict[st
             for stat, value in summarize(lat, elapsed).items():
                 results[f"{key}_{stat}"] = round(value, 4)
             results[f"{key}_requests"] = len(lat)
+            results[f"{key}_probe_ms"] = probe_ms
             results[f"{key}_errors"] = dict(errors)
             results[f"{key}_tags"] = dict(tags)
             samples[key] = lat
@@ -393,13 +396,16 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump({k: [round(x, 3) for x in v] for k, v in samples.items()}, f)
     png = args.png or os.path.splitext(args.out)[0] + ".png"
     plot(samples, png)
-    print(f"\n{'mode':<8} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6}  CPU ms/request  errors")
+    print(
+        f"\n{'mode':<8} {'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'n':>6} {'probe':>6}  CPU ms/request  errors"
+    )
     for mode in args.modes:
         for c in args.concurrency:
             k = f"{mode}_c{c}"
             print(
                 f"{mode:<8} {c:>3} {results[k + '_p50_ms']:>8.2f} {results[k + '_p99_ms']:>8.2f} "
-                f"{results[k + '_rps']:>8.0f} {results[k + '_requests']:>6}  {_cpu_text(results.get(k + '_cpu_ms_per_request'))}"
+                f"{results[k + '_rps']:>8.0f} {results[k + '_requests']:>6} {results[k + '_probe_ms']:>6.0f}  "
+                f"{_cpu_text(results.get(k + '_cpu_ms_per_request'))}"
                 f"  {results[k + '_errors'] or ''}"
             )
     for c in args.concurrency if "miss" in args.modes else ():

@@ -173,3 +173,12 @@ def test_miss_sizes_are_distinct_answers_apart_from_the_warm_sets() -> None:
     for bad in (0, 40):
         with pytest.raises(ValueError, match="--miss-variants"):
             miss_sizes(bad)
+
+
+def test_the_cpu_probe_measures_work() -> None:
+    """cpu_probe_ms times a fixed loop: eight times the iterations take clearly longer (the machine's
+    own 1.6-1.8x swings stay far inside that margin)."""
+    from benchmarks.loadgen import cpu_probe_ms
+
+    small, big = cpu_probe_ms(100_000), cpu_probe_ms(800_000)
+    assert small > 0 and big > 2.5 * small, (small, big)
