@@ -21,8 +21,11 @@ def test_collections_are_observed_by_generation_until_stopped() -> None:
     gc.collect(0)
     gc.collect(0)
     stop()
+    seen = [_count(m, g) - b for g, b in enumerate(before)]
+    # at least these (another thread's allocations may trigger a collection meanwhile)
+    assert seen[0] >= 2 and seen[2] >= 1, seen
     gc.collect(2)  # after stop: not observed
-    assert [_count(m, g) - b for g, b in enumerate(before)] == [2, 0, 1]
+    assert [_count(m, g) - b for g, b in enumerate(before)] == seen
     assert len(gc.callbacks) == callbacks  # nothing left behind
     total = m.registry.get_sample_value("cliffhanger_gc_pause_seconds_sum", {"generation": "2"})
     assert 0 < total < 5  # seconds: a pause was measured, not a timestamp
