@@ -47,10 +47,10 @@ def test_a_feed_turned_off_is_fine_and_a_busy_port_is_named() -> None:
     supervisor.check_config({"CLIFFHANGER_CATALOG_SUBSCRIPTION": ""}, 2, "127.0.0.1", replica_ports(2))
     import socket
 
+    port = replica_ports(2)  # below the ephemeral range: the port after it stays free (bind(0)'s did not)
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        busy.bind(("127.0.0.1", port))
         busy.listen()
-        port = busy.getsockname()[1]
         with pytest.raises(ServingConfigError, match=f"port\\(s\\) \\[{port}\\] already in use"):
             supervisor.check_config({}, 2, "127.0.0.1", port)
 
