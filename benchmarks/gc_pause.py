@@ -36,12 +36,13 @@ import gc
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 from serving import rules
 from serving.cache import TtlCache
 from serving.feature_store import FeatureRow
 from serving.last_known import LastKnown
-from serving.metrics import Metrics
+from serving.metrics import Metrics, watch_collections
 from serving.recommend import Recommendation, RecRequest
 from serving.service import RecommendationService
 from serving.settings import ServingSettings
@@ -79,22 +80,18 @@ class FullCollections:
 
     def __init__(self) -> None:
         self.pauses_ms: list[float] = []
-        self._start = 0.0
+        self._stop: Callable[[], None] | None = None
 
-    def _callback(self, phase: str, info: dict) -> None:
-        if info["generation"] != 2:
-            return
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.pauses_ms.append((time.perf_counter() - self._start) * 1000)
+    def _on_pause(self, generation: int, seconds: float) -> None:
+        if generation == 2:
+            self.pauses_ms.append(seconds * 1000)
 
     def __enter__(self) -> FullCollections:
-        gc.callbacks.append(self._callback)
+        self._stop = watch_collections(self._on_pause)
         return self
 
     def __exit__(self, *exc) -> None:
-        gc.callbacks.remove(self._callback)
+        self._stop()
 
     def summary(self, prefix: str) -> dict[str, float]:
         return {

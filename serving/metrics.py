@@ -13,6 +13,22 @@ STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015
 GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
+def watch_collections(on_pause: Callable[[int, float], None]) -> Callable[[], None]:
+    """Call on_pause(generation, seconds) after every garbage collection from now on; returns the
+    function that stops it. The collector does not run collections inside its own callbacks, so
+    on_pause cannot be re-entered (a histogram's locks are safe here)."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            on_pause(info["generation"], time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+    return lambda: gc.callbacks.remove(callback)
+
+
 class _Children(dict):
     """A labelled metric's children by label value(s), made once: `labels()` costs a few microseconds
     (lock, tuple, dict) and the request path calls it about ten times."""
@@ -106,19 +122,9 @@ class Metrics:
 
     def watch_gc(self) -> Callable[[], None]:
         """Observe every collection's pause into `gc_pause` from now on; returns the function that stops
-        it (the app's shutdown calls it: tests build many apps in one process). The collector does not
-        run collections inside its own callbacks, so the histogram's locks cannot be re-entered here."""
+        it (the app's shutdown calls it: tests build many apps in one process)."""
         pauses = [self.gc_pause.labels(str(generation)) for generation in range(3)]
-        started = [0.0]
-
-        def callback(phase: str, info: dict) -> None:
-            if phase == "start":
-                started[0] = time.perf_counter()
-            else:
-                pauses[info["generation"]].observe(time.perf_counter() - started[0])
-
-        gc.callbacks.append(callback)
-        return lambda: gc.callbacks.remove(callback)
+        return watch_collections(lambda generation, seconds: pauses[generation].observe(seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
