@@ -26,6 +26,11 @@ Then `--rows` user rows shaped like the emulator's (13 `u` columns, two continue
 eight completed episodes, a 9.5 KB binary candidate list) go into a `LastKnown` (serving/last_known.py),
 and the same number again are kept as FeatureRow objects, as LastKnown held them before: tracked
 objects and full-collection time for each.
+
+Last, the heap each held answer and row takes (tracemalloc, over `--held` of each, default 2,000):
+what a server's heap grows by per miss until its caches are full. Every new page of it is a page
+fault on the request path; orjson's output buffers held instead of the documents' own bytes made it
+more than twice as much (serving/cache.py `held_json`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import gc
 import json
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 
 from serving import rules
@@ -138,6 +144,31 @@ def _full_collection_ms(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def held_bytes(settings: ServingSettings, n: int) -> dict[str, int]:
+    """Heap bytes (tracemalloc) each of n cached answers (through `RecommendationService.get`, tags and
+    all) and each of n last-known rows holds."""
+    service = RecommendationService(settings, _StubRecommender(), Metrics(), TtlCache(3600, 60, max_entries=n))  # type: ignore[arg-type]
+    last = LastKnown(n)
+    rows = [user_row(i) for i in range(n)]  # made before counting: LastKnown keeps their binary cells
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        asyncio.run(_fill(service, n))
+        answers = tracemalloc.get_traced_memory()[0] - start
+        start = tracemalloc.get_traced_memory()[0]
+        for i, row in enumerate(rows):
+            last.put(f"h{i}", row)
+        held_rows = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    binary = len(rows[0].values["cand"]["list"])
+    return {
+        "held_bytes_per_answer": round(answers / n),
+        "held_bytes_per_row": round(held_rows / n),
+        "held_bytes_per_row_binary_cells": binary,  # already made by the read; LastKnown only keeps them
+    }
+
+
 async def _fill(service: RecommendationService, entries: int) -> None:
     for i in range(entries):
         req = RecRequest(f"user-{i}", "home", None, None, 10, "US", "ios")
@@ -150,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--rows", type=int, default=20_000, help="last-known user rows (0: skip)")
+    parser.add_argument("--held", type=int, default=2_000, help="answers and rows to measure the heap of (0: skip)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     settings = ServingSettings.from_env({"CLIFFHANGER_EDGE_KEY_SECRET": "bench-secret"})
@@ -177,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
         gc.collect()
         gc.freeze()  # the filled cache is not part of what the rows cost
         results.update({"rows": args.rows, **_rows_cost(args.rows)})
+    if args.held:
+        results.update(held_bytes(settings, args.held))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(
@@ -192,6 +226,12 @@ def main(argv: list[str] | None = None) -> dict:
             f"collections, full collection "
             f"{results['last_known_full_collection_ms']:.2f} ms; held as FeatureRow objects: "
             f"{results['as_objects_tracked_objects']} objects, {results['as_objects_full_collection_ms']:.2f} ms"
+        )
+    if args.held:
+        print(
+            f"heap held: {results['held_bytes_per_answer']:,} bytes a cached answer, "
+            f"{results['held_bytes_per_row']:,} a last-known row "
+            f"(of which {results['held_bytes_per_row_binary_cells']:,} its candidate list, made by the read)"
         )
     print(f"wrote {args.out}")
     return results

@@ -23,6 +23,7 @@ from collections import OrderedDict
 
 import orjson
 
+from serving.cache import held_json
 from serving.feature_store import FeatureRow
 
 Frozen = tuple  # (key, values JSON, timestamps JSON, family, column, cell bytes, family, column, ...)
@@ -43,7 +44,7 @@ def freeze(row: FeatureRow) -> Frozen:
             family: ({c: v for c, v in columns.items() if type(v) is not bytes} if family in binary else columns)
             for family, columns in values.items()
         }
-    return (row.key, orjson.dumps(values), orjson.dumps(row.timestamps_ms), *cells)
+    return (row.key, held_json(values), held_json(row.timestamps_ms), *cells)
 
 
 def thaw(frozen: Frozen) -> FeatureRow:

@@ -17,14 +17,13 @@ Caching contract:
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import orjson
-
 from cliffhanger import edge_keys
 from cliffhanger.events import DEVICES
-from serving.cache import Computed, TtlCache
+from serving.cache import Computed, TtlCache, held_json
 from serving.metrics import Metrics
 from serving.recommend import CONTEXTS, Recommendation, Recommender, RecRequest
 from serving.settings import ServingSettings
@@ -44,6 +43,21 @@ class InvalidRequest(ValueError):
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 NO_STORE = (b"cache-control", b"no-store")
+_RAW_NAMES = {
+    name: name.lower().encode() for name in ("Cache-Control", "xkey", "Surrogate-Key", "X-Rung", "X-Bundle-Version")
+}
+
+
+def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs: names from a table, not encoded per answer; equal values share one bytes object
+    (xkey and Surrogate-Key carry the same ~25 keys), which the response cache then holds once."""
+    out, encoded = [], {}
+    for name, value in headers.items():
+        raw = encoded.get(value)
+        if raw is None:
+            raw = encoded[value] = value.encode()
+        out.append((_RAW_NAMES.get(name) or name.lower().encode(), raw))
+    return out
 
 
 class Rendered(NamedTuple):
@@ -171,7 +185,9 @@ class RecommendationService:
             rec = await self.recommender.recommend(req)
             fresh = self.freshness(req, rec, rate)
             rendered = self.render(req, rec, fresh)
-            tags = tuple(rendered.headers["xkey"].split())
+            # interned: an answer's series, episode and cohort tags recur across answers; the cache then
+            # holds one string each, not one per answer (~1 KB an answer)
+            tags = tuple(map(sys.intern, rendered.headers["xkey"].split()))
             return Computed(rendered.cached(), fresh.max_age_s, fresh.swr_s, tags=tags)
 
         cached, status = await self.cache.get_or_compute(key, compute)
@@ -229,9 +245,9 @@ class RecommendationService:
             "X-Rung": rec.rung,
             "X-Bundle-Version": rec.bundle_version,
         }
-        data = orjson.dumps(body)
+        data = held_json(body)  # held by the cache: its own length, not orjson's buffer
         raw = (
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+            *_raw_headers(headers),
             *JSON_HEADERS,
             (b"content-length", str(len(data)).encode()),
         )

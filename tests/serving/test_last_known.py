@@ -4,9 +4,11 @@ the garbage collector's view; the LRU bound holds."""
 from __future__ import annotations
 
 import gc
+import sys
 
 from serving.feature_store import FeatureRow
 from serving.last_known import LastKnown, freeze, thaw
+from tests.heap import traced_bytes_each
 
 
 def _row(i: int) -> FeatureRow:
@@ -61,3 +63,16 @@ def test_several_binary_cells_come_back_in_their_families() -> None:
     frozen = freeze(row)
     assert thaw(frozen) == row and thaw(frozen).values["u"]["embedding"] == b"\x01\x02"
     assert len(frozen) == 3 + 3 * 2  # key, two JSON documents, then (family, column, bytes) per cell
+
+
+def test_a_held_row_takes_its_documents_length() -> None:
+    """A frozen row allocates its tuple and two JSON documents of their own length (the binary cells are
+    the row's own bytes, shared); an encoder's buffer held instead was ~4-16 KB a document."""
+    row = _row(5)
+    row.values["done"] |= {f"s0002e{k:03d}": 1 for k in range(40)}  # a longer history: a bigger document
+    row.timestamps_ms["done"] |= dict.fromkeys(row.values["done"], 1_000)
+    per_row, kept = traced_bytes_each(lambda: freeze(row))
+    frozen = kept[0]
+    own = sys.getsizeof(frozen) + sys.getsizeof(frozen[1]) + sys.getsizeof(frozen[2])
+    assert frozen[5] is row.values["cand"]["list"]  # shared, not copied
+    assert per_row < own + 64, (per_row, own)
