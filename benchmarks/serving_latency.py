@@ -24,7 +24,9 @@ Modes (each a bounded number of requests AND a time cap, per concurrency level):
 
 Load generator: asyncio workers (on uvloop when installed) on keep-alive HTTP/1.1 connections (`--client raw`, a minimal client:
 request line + Content-Length body), or httpx (`--client httpx`, ~0.3-0.5 ms more client CPU per
-request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers.
+request). The generator and the server share the machine's 2 cores, so client CPU is in the numbers; it
+measures at niceness 10 (`--client-nice`, 0 for none), standing in for off-host clients: it runs when
+the server's threads and the emulator leave a core free (benchmarks/loadgen.py lower_priority).
 Output: JSON with <mode>_c<C>_{p50_ms,p99_ms,p999_ms,rps} (+ counts, errors, rungs, load average,
 <mode>_c<C>_probe_ms: a fixed pure-Python loop's CPU ms as the phase starts, the machine's speed then; and
 <mode>_c<C>_cpu_ms_per_request: CPU per request of the server, the Bigtable emulator, Varnish and the
@@ -52,7 +54,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.loadgen import cpu_probe_ms, cpu_split, gc_pauses, run_phase, scrape_stages, stage_means_ms
+from benchmarks.loadgen import (
+    cpu_probe_ms,
+    cpu_split,
+    gc_pauses,
+    lower_priority,
+    run_phase,
+    scrape_stages,
+    stage_means_ms,
+)
 from cliffhanger.localstack.varnish import DIRECTORS, HASH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,6 +332,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--max-s", type=float, default=20.0, help="time cap per phase")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=10,
+        help="the load generator's niceness while it measures (0: the server's priority); the server, "
+        "Varnish and the emulators keep theirs (benchmarks/loadgen.py lower_priority says why)",
+    )
     parser.add_argument("--raw", default=None, help="also write every latency (ms, completion order) here")
     parser.add_argument("--modes", default=",".join(MODES), help="a subset to iterate on, e.g. miss")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="e.g. 8")
@@ -367,7 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
         pids = {"server": server.pid, "bigtable_emulator": stack.processes["bigtable"].pid}
         if edge.process is not None:
             pids["varnish"] = edge.process.pid
-        results, samples = _run(measure(port, edge.listen_port, world, args, pids))
+        with lower_priority(args.client_nice):  # started after the server, Varnish and the emulators
+            results, samples = _run(measure(port, edge.listen_port, world, args, pids))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(timeout=30)
@@ -378,6 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "miss_path": "varnish" if args.replicas > 1 else "direct",
                 "director": args.director if args.replicas > 1 else None,
                 "client": args.client,
+                "client_nice": args.client_nice,
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in load_before],
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],

@@ -1,12 +1,15 @@
 """The serving benchmark's load generator: every planned request is issued once on keep-alive
-connections, a finite plan ends the phase, checks are tallied; CPU accounting reads /proc."""
+connections, a finite plan ends the phase, checks are tallied; CPU accounting reads /proc; it measures
+at a lower priority than the processes it started before."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
-from benchmarks.loadgen import cpu_seconds, cpu_split, run_phase
+from benchmarks.loadgen import cpu_seconds, cpu_split, lower_priority, run_phase
 
 
 def _ok_unless_bad(path: str) -> bytes:
@@ -182,3 +185,30 @@ def test_the_cpu_probe_measures_work() -> None:
 
     small, big = cpu_probe_ms(100_000), cpu_probe_ms(800_000)
     assert small > 0 and big > 2.5 * small, (small, big)
+
+
+def test_the_generator_measures_nicer_than_what_it_started_before() -> None:
+    """Inside lower_priority the thread (and a process it starts) runs at +n; a process started before
+    keeps its priority; after the block the thread is back where it was (given the privilege to go back,
+    which root has)."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with lower_priority(7):
+            assert os.getpriority(os.PRIO_PROCESS, 0) == before + 7
+            child = subprocess.run(
+                [sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert int(child.stdout) == before + 7
+            assert os.getpriority(os.PRIO_PROCESS, sleeper.pid) == before  # started before: untouched
+        if os.geteuid() == 0:
+            assert os.getpriority(os.PRIO_PROCESS, 0) == before
+        now = os.getpriority(os.PRIO_PROCESS, 0)
+        with lower_priority(0):  # 0: no change
+            assert os.getpriority(os.PRIO_PROCESS, 0) == now
+    finally:
+        sleeper.kill()
+        sleeper.wait()
