@@ -136,7 +136,7 @@ class ServingSettings:
     degraded_ttl_s: float = 1.0  # fallback answers: cached briefly, so recovery shows within a second
     cache_max_entries: int = 50_000
     shared_ttl_s: float = 30.0
-    last_known_max_entries: int = 20_000  # ~50 KB a row (its 500-candidate list): ~1 GB at most
+    last_known_max_entries: int = 20_000  # ~11 KB a row (its 500-candidate list ~9.5): ~220 MB at most
     bundle_poll_s: float = 5.0
     default_country: str = "US"
     default_device: str = "android"
