@@ -42,7 +42,7 @@ def test_bad_configuration_names_the_flag_or_variable(env, replicas, port, names
 
 
 def test_a_feed_turned_off_is_fine_and_a_busy_port_is_named() -> None:
-    from benchmarks.serving_latency import replica_ports  # two free consecutive ports
+    from benchmarks.serving_stack import replica_ports  # two free consecutive ports
 
     supervisor.check_config({"CLIFFHANGER_CATALOG_SUBSCRIPTION": ""}, 2, "127.0.0.1", replica_ports(2))
     import socket
@@ -62,7 +62,7 @@ def _start(env: dict[str, str], replicas: int, port: int) -> subprocess.Popen:
 
 def _start_pair(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     """`python -m serving --replicas 2` on two free consecutive ports, once both answer /readyz."""
-    from benchmarks.serving_latency import replica_ports, wait_ready
+    from benchmarks.serving_stack import replica_ports, wait_ready
 
     port = replica_ports(2)
     proc = _start(env, 2, port)
