@@ -34,8 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VCL = REPO_ROOT / "infra" / "varnish" / "default.vcl"
 HEALTH_PATH = "/.varnish-health"  # answered by the VCL itself (synthetic 200), used as readiness probe
 VARNISH_PORT_ENV = "CLIFFHANGER_VARNISH_PORT"
-CHILD_LAUNCH_FAILED = "Child failed on launch"  # varnishd's manager: its worker exited before checking in
-LAUNCH_RETRIES = 1
 APT_HINT = "Install it with `apt-get install -y varnish varnish-modules` (xkey is in varnish-modules)."
 
 _HOST_LINE = re.compile(r'(\.host\s*=\s*)"[^"]*"(;\s*#\s*@backend-host)')
@@ -161,11 +159,7 @@ class Varnish:
         return f"http://127.0.0.1:{self.listen_port}"
 
     def start(self, timeout_s: float = 30) -> None:
-        """Start varnishd and wait until the VCL answers its health path; LocalStackError on any failure.
-
-        A worker that dies as it launches ("Child failed on launch", no timeout: seen once in about 30
-        clean-clone CI runs, on a loaded machine, with a valid VCL) gets one more start; a bad VCL or a
-        missing VMOD fails at once."""
+        """Start varnishd and wait until the VCL answers its health path; LocalStackError on any failure."""
         varnishd = shutil.which("varnishd") or ("/usr/sbin/varnishd" if os.path.exists("/usr/sbin/varnishd") else None)
         if varnishd is None:
             raise LocalStackError(f"varnishd not found on PATH. {APT_HINT}")
@@ -203,25 +197,20 @@ class Varnish:
             except OSError:
                 return False
 
-        for attempt in range(1 + LAUNCH_RETRIES):
-            self.process = ManagedProcess(
-                name=f"Varnish on 127.0.0.1:{self.listen_port}",
-                argv=argv,
-                log_path=self.workdir / "varnishd.log",
-                ready=ready,
-                die_with_parent=self.die_with_parent,
-            )
-            try:
-                self.process.start(timeout_s)
-                return
-            except LocalStackError as exc:
-                if CHILD_LAUNCH_FAILED in str(exc) and attempt < LAUNCH_RETRIES:
-                    self.process.stop()  # the workdir and its rendered VCL stay for the next start
-                    continue
-                self.stop()  # the message carries the log tail
-                if "VMOD" in str(exc) or "xkey" in str(exc):
-                    raise LocalStackError(f"{exc}\n{APT_HINT}") from exc
-                raise
+        self.process = ManagedProcess(
+            name=f"Varnish on 127.0.0.1:{self.listen_port}",
+            argv=argv,
+            log_path=self.workdir / "varnishd.log",
+            ready=ready,
+            die_with_parent=self.die_with_parent,
+        )
+        try:
+            self.process.start(timeout_s)
+        except LocalStackError as exc:
+            self.stop()  # the message carries the log tail
+            if "VMOD" in str(exc) or "xkey" in str(exc):
+                raise LocalStackError(f"{exc}\n{APT_HINT}") from exc
+            raise
 
     def check_alive(self) -> None:
         if self.process is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -425,46 +424,3 @@ def test_varnish_bad_vcl_fails_fast_with_the_compiler_error(tmp_path: Path) -> N
     with pytest.raises(LocalStackError, match="nonsense"):
         cache.start(timeout_s=30)
     assert time.monotonic() - t0 < 10
-
-
-def _flaky_varnishd(bin_dir: Path, failures: int) -> Path:
-    """A `varnishd` on PATH whose first `failures` launches die as a worker that fails on launch (what
-    varnishd's manager prints then), and later ones exec the real varnishd. Returns its call log."""
-    real = shutil.which("varnishd") or "/usr/sbin/varnishd"
-    if not os.path.exists(real):
-        pytest.skip("varnishd is not installed")
-    calls = bin_dir / "calls"
-    bin_dir.mkdir()
-    script = bin_dir / "varnishd"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'echo launch >> "{calls}"\n'
-        f'if [ "$(wc -l < "{calls}")" -le {failures} ]; then\n'
-        '  echo "Debug: Child (1) Started"; echo "Child failed on launch: Success"; exit 1\n'
-        "fi\n"
-        f'exec "{real}" "$@"\n'
-    )
-    script.chmod(0o755)
-    return calls
-
-
-def test_varnish_gets_one_more_start_when_its_worker_dies_at_launch(tmp_path: Path, monkeypatch) -> None:
-    calls = _flaky_varnishd(tmp_path / "bin", failures=1)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    cache = Varnish(backend="127.0.0.1:9", workdir=tmp_path / "v")
-    try:
-        cache.start(timeout_s=30)
-        status, _, _ = _get(cache, "/.varnish-health")
-        assert status == 200
-    finally:
-        cache.stop()
-    assert calls.read_text().count("launch") == 2
-
-
-def test_varnish_that_keeps_failing_at_launch_is_an_error(tmp_path: Path, monkeypatch) -> None:
-    calls = _flaky_varnishd(tmp_path / "bin", failures=5)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    cache = Varnish(backend="127.0.0.1:9", workdir=tmp_path / "v")
-    with pytest.raises(LocalStackError, match="Child failed on launch"):
-        cache.start(timeout_s=30)
-    assert calls.read_text().count("launch") == 2  # one retry, no more
