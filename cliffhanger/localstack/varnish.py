@@ -34,6 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VCL = REPO_ROOT / "infra" / "varnish" / "default.vcl"
 HEALTH_PATH = "/.varnish-health"  # answered by the VCL itself (synthetic 200), used as readiness probe
 VARNISH_PORT_ENV = "CLIFFHANGER_VARNISH_PORT"
+WORKDIR_NEEDS_MB = 96  # varnishd's shared-memory log (80 MB by default) and counters are files in its workdir
+CHILD_LAUNCH_FAILED = "Child failed on launch"  # varnishd's manager: its worker died before checking in
 APT_HINT = "Install it with `apt-get install -y varnish varnish-modules` (xkey is in varnish-modules)."
 
 _HOST_LINE = re.compile(r'(\.host\s*=\s*)"[^"]*"(;\s*#\s*@backend-host)')
@@ -159,7 +161,8 @@ class Varnish:
         return f"http://127.0.0.1:{self.listen_port}"
 
     def start(self, timeout_s: float = 30) -> None:
-        """Start varnishd and wait until the VCL answers its health path; LocalStackError on any failure."""
+        """Start varnishd and wait until the VCL answers its health path; LocalStackError on any failure,
+        and at once when the workdir's disk has too little room for varnishd's shared-memory log."""
         varnishd = shutil.which("varnishd") or ("/usr/sbin/varnishd" if os.path.exists("/usr/sbin/varnishd") else None)
         if varnishd is None:
             raise LocalStackError(f"varnishd not found on PATH. {APT_HINT}")
@@ -172,6 +175,9 @@ class Varnish:
                     f"Stop that process or pick another port (listen port: {VARNISH_PORT_ENV})."
                 )
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if (free_mb := self._free_mb()) < WORKDIR_NEEDS_MB:
+            self.stop()
+            raise LocalStackError(self._space_message(free_mb))
         rendered = self.workdir / "default.vcl"
         rendered.write_text(render_vcl(self.vcl.read_text(), self.backends, self.director))
         argv = [
@@ -207,10 +213,23 @@ class Varnish:
         try:
             self.process.start(timeout_s)
         except LocalStackError as exc:
+            free_mb = self._free_mb()
             self.stop()  # the message carries the log tail
             if "VMOD" in str(exc) or "xkey" in str(exc):
                 raise LocalStackError(f"{exc}\n{APT_HINT}") from exc
+            if CHILD_LAUNCH_FAILED in str(exc):  # what a full disk looks like (a 40 MB workdir reproduces it)
+                raise LocalStackError(f"{exc}\n{self._space_message(free_mb)}") from exc
             raise
+
+    def _free_mb(self) -> float:
+        return shutil.disk_usage(self.workdir).free / 2**20
+
+    def _space_message(self, free_mb: float) -> str:
+        return (
+            f"Varnish's workdir {self.workdir} has {free_mb:.0f} MB free; varnishd needs about "
+            f"{WORKDIR_NEEDS_MB} MB there for its shared-memory log, and without it its worker dies as it "
+            f"launches ({CHILD_LAUNCH_FAILED!r}). Free some disk space, or give Varnish a workdir elsewhere."
+        )
 
     def check_alive(self) -> None:
         if self.process is None:

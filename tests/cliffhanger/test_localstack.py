@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -424,3 +425,29 @@ def test_varnish_bad_vcl_fails_fast_with_the_compiler_error(tmp_path: Path) -> N
     with pytest.raises(LocalStackError, match="nonsense"):
         cache.start(timeout_s=30)
     assert time.monotonic() - t0 < 10
+
+
+def test_varnish_refuses_a_workdir_without_room_for_its_log(tmp_path: Path, monkeypatch) -> None:
+    """varnishd keeps an 80 MB shared-memory log in its workdir; on a disk with less room its worker dies
+    as it launches with nothing but "Child failed on launch: Success" (a 40 MB tmpfs reproduces it), so
+    the start checks first and says what is missing where."""
+    import cliffhanger.localstack.varnish as varnish_mod
+
+    monkeypatch.setattr(varnish_mod.shutil, "disk_usage", lambda _path: SimpleNamespace(free=50 * 2**20))
+    cache = Varnish(backend="127.0.0.1:9", workdir=tmp_path / "v")
+    t0 = time.monotonic()
+    with pytest.raises(LocalStackError, match=r"v has 50 MB free; varnishd needs about 96 MB"):
+        cache.start(timeout_s=30)
+    assert time.monotonic() - t0 < 2 and cache.process is None  # refused before launching anything
+
+
+def test_a_worker_dying_at_launch_is_reported_with_the_free_space(tmp_path: Path, monkeypatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "varnishd"  # what varnishd's manager prints when its worker dies at launch
+    fake.write_text('#!/bin/sh\necho "Debug: Child (1) Started"; echo "Child failed on launch: Success"; exit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cache = Varnish(backend="127.0.0.1:9", workdir=tmp_path / "v")
+    with pytest.raises(LocalStackError, match=r"(?s)Child failed on launch.*MB free; varnishd needs about 96 MB"):
+        cache.start(timeout_s=30)
