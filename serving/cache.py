@@ -60,8 +60,6 @@ def held_json(obj: Any) -> bytes:
 # long run, every request in flight waiting; benchmarks/gc_pause.py). A flat tuple is untracked by the
 # first young collection. The cached value should be a flat tuple too (serving/service.py caches
 # `Rendered.cached()`); an exact dict of untracked items is never tracked at all.
-
-
 _FRESH, _STALE = 0, 1
 _TAGS = slice(2, None)
 
