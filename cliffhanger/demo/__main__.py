@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--series", type=int, default=30)
-    parser.add_argument("--events", type=int, default=20_000, help="how many messages to publish")
+    parser.add_argument(
+        "--events", type=int, default=20_000, help="at most this many of the world's messages are published"
+    )
     parser.add_argument("--rate", type=float, default=2000.0, help="messages per second")
     parser.add_argument("--keep-running", action="store_true", help="leave everything up until Ctrl-C")
     args = parser.parse_args(argv)
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   running: {', '.join(jobs)}")
         _took(t)
 
-        t = _header(f"5/8 publishing {args.events:,} messages at {args.rate:,.0f}/s (times rebased to now)")
+        n_events = min(args.events, len(world.generated.messages))  # --events caps the world's day
+        t = _header(f"5/8 publishing {n_events:,} messages at {args.rate:,.0f}/s (times rebased to now)")
         published = steps.publish(world, args.events, args.rate)
         print(f"   {published.summary}")
         landed_s = steps.wait_until_landed(published)

@@ -75,11 +75,17 @@ class Edge:
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body): HTTP names are case-insensitive, and the API sends
+    them lower-case while Varnish adds its own capitalized."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, _lower(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+        return err.code, _lower(err.headers), err.read()
+
+
+def _lower(headers) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def start_serving(
@@ -220,14 +226,14 @@ def show_edge(edge: Edge, user_id: str, world: DemoWorld) -> None:
     for attempt in ("first", "again"):
         body, headers, ms = _fetch(url)
         print(
-            f"   {attempt}: {headers.get('X-Cache', '?')} in {ms:.1f} ms, rung {body.get('rung')}, bundle {body.get('bundle_version')}"
+            f"   {attempt}: {headers.get('x-cache', '?')} in {ms:.1f} ms, rung {body.get('rung')}, bundle {body.get('bundle_version')}"
         )
     for item in body.get("items", [])[:5]:
         print(f"      {item['episode_id']}  score {item['score']:.3f}  {item['reason']}")
     key = edge_keys.user_key(user_id, edge_keys.secret_from_env())
     purged = edge.varnish.purge(key)
     body, headers, ms = _fetch(url)
-    print(f"   purge xkey {key} ({purged} object(s)) -> next request: {headers.get('X-Cache', '?')} in {ms:.1f} ms")
+    print(f"   purge xkey {key} ({purged} object(s)) -> next request: {headers.get('x-cache', '?')} in {ms:.1f} ms")
 
 
 def close_the_loop(edge: Edge, user_id: str, world: DemoWorld) -> None:
@@ -278,7 +284,7 @@ def close_the_loop(edge: Edge, user_id: str, world: DemoWorld) -> None:
             took = time.perf_counter() - t0
             first = body["items"][0] if body["items"] else {}
             print(
-                f"   {took:.2f} s after the event: the answer through Varnish ({headers.get('X-Cache', '?')}) no longer offers it;"
+                f"   {took:.2f} s after the event: the answer through Varnish ({headers.get('x-cache', '?')}) no longer offers it;"
             )
             print(f"   now first: {first.get('episode_id')} ({first.get('reason')}), rung {body.get('rung')}")
             return
@@ -326,7 +332,7 @@ def drop_episode(edge: Edge, user_id: str, world: DemoWorld) -> None:
     body, headers, _ = _fetch(url)
     first = body["items"][0]["episode_id"] if body["items"] else None
     print(
-        f"   {user_id} just finished {last.episode_id}, the last episode of {series.series_id}; first offer now: {first} ({headers.get('X-Cache')})"
+        f"   {user_id} just finished {last.episode_id}, the last episode of {series.series_id}; first offer now: {first} ({headers.get('x-cache')})"
     )
     event = CatalogEvent(SERIES_DROP, series.series_id, now, now, episode_id=new.episode_id)
     publisher = make_publisher()
@@ -339,8 +345,8 @@ def drop_episode(edge: Edge, user_id: str, world: DemoWorld) -> None:
         body, headers, _ = _fetch(url)
         if body["items"] and body["items"][0]["episode_id"] == new.episode_id:
             print(
-                f"   {time.perf_counter() - t0:.2f} s later, through Varnish ({headers.get('X-Cache')}, "
-                f"{headers.get('Cache-Control')}): first offer {new.episode_id} ({body['items'][0]['reason']})"
+                f"   {time.perf_counter() - t0:.2f} s later, through Varnish ({headers.get('x-cache')}, "
+                f"{headers.get('cache-control')}): first offer {new.episode_id} ({body['items'][0]['reason']})"
             )
             return
         time.sleep(0.05)
