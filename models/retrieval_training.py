@@ -276,18 +276,35 @@ def epoch_examples_dataset(examples: dict, batch_size: int) -> tf.data.Dataset:
 
 
 def plot_curve(history: list[dict[str, float]], path: str, title: str = "two-tower training") -> None:
-    """Training-curve PNG: train loss and valid Recall@20 per epoch."""
+    """Training-curve PNG: train loss and valid Recall@20 per epoch (whole-epoch ticks), with the epoch
+    whose weights are kept (the best valid Recall@20) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
+    valid = [h[f"valid_{SELECTION_METRIC}"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["loss"] for h in history], marker="o")
     ax1.set(xlabel="epoch", ylabel="train loss (in-batch softmax)", title="loss")
-    ax2.plot(epochs, [h[f"valid_{SELECTION_METRIC}"] for h in history], marker="o", color="tab:green")
+    ax2.plot(epochs, valid, marker="o", color="tab:green")
+    if valid:
+        best = max(range(len(valid)), key=valid.__getitem__)  # the first of equals, as fit_two_tower keeps
+        ax2.plot(
+            epochs[best],
+            valid[best],
+            marker="*",
+            markersize=14,
+            color="tab:red",
+            linestyle="none",
+            label=f"kept: epoch {epochs[best]}",
+        )
+        ax2.legend(loc="lower right")
     ax2.set(xlabel="epoch", ylabel=f"valid {SELECTION_METRIC}", title="valid recall@20 (selection metric)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

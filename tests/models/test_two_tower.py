@@ -91,3 +91,25 @@ def test_towers_export_and_reload_separately(tmp_path):
     assert np.all(np.isfinite(c_sig(**{k: tf.constant(v) for k, v in cold.items()})["embedding"].numpy()))
     new_user = {k: v[:1] for k, v in q_in.items() if k in query.input_signature()} | {"user_id": np.array(["nobody"])}
     assert np.all(np.isfinite(q_sig(**{k: tf.constant(v) for k, v in new_user.items()})["embedding"].numpy()))
+
+
+def test_training_curve_marks_the_kept_epoch_with_whole_epoch_ticks(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from models.retrieval_training import plot_curve
+
+    history = [{"epoch": e, "loss": 10.0 / e, "valid_recall@20": r} for e, r in ((1, 0.2), (2, 0.3), (3, 0.3))]
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to inspect it
+    plot_curve(history, str(tmp_path / "curve.png"))
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    loss_ax, valid_ax = figures[0].axes
+    marked = [line for line in valid_ax.get_lines() if line.get_marker() == "*"]
+    assert [tuple(line.get_xydata()[0]) for line in marked] == [(2.0, 0.3)]  # the first best, as fit_two_tower keeps
+    for ax in (loss_ax, valid_ax):
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    close(figures[0])
